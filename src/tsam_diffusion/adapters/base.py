@@ -1,0 +1,107 @@
+"""What T-SAM needs to know about a model family, and nothing more.
+
+An adapter wraps one loaded diffusers pipeline and answers: how to encode prompts, where the text
+encoder's self-attention comes from and which of its positions are content tokens, which denoiser
+layers are cross-attention at a given image size, how to run the denoiser (with classifier-free
+guidance for sampling, conditional branch only for a T-SAM update) and how to decode latents.
+The sampling loop (``tsam_diffusion.pipeline``) and the math (``tsam_diffusion.functional``) are
+written against this interface only.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from diffusers.models.attention_processor import Attention
+
+
+@dataclass
+class PromptText:
+    """One prompt as the text encoder saw it."""
+
+    tokens: list[str]  # the content tokens, in order
+    keep: torch.Tensor  # their positions in the encoder's (and the cross-attention key) sequence
+    attentions: torch.Tensor  # self-attention probabilities [L, H, N, N]
+    truncated: bool = False
+
+
+@dataclass
+class CrossAttentionLayer:
+    name: str
+    module: Attention
+    height: int  # query map size at the requested image size
+    width: int
+
+    @property
+    def queries(self) -> int:
+        return self.height * self.width
+
+
+@dataclass
+class Conditioning:
+    """Prompt embeddings: ``cond`` for the update pass, ``embeds`` (uncond + cond, or cond) for sampling."""
+
+    cond: torch.Tensor
+    embeds: torch.Tensor
+    extra: dict[str, Any]
+
+
+class ModelAdapter(ABC):
+    """Base class of the model-family adapters; see the module docstring."""
+
+    pipeline_classes: ClassVar[tuple[type, ...]] = ()
+    bidirectional: ClassVar[bool] = False  # the text encoder attends both ways (T5): appendix B.2
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    @classmethod
+    def supports(cls, pipe: Any) -> bool:
+        return isinstance(pipe, cls.pipeline_classes)
+
+    @property
+    @abstractmethod
+    def denoiser(self) -> torch.nn.Module: ...
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    @abstractmethod
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels when the caller gives none."""
+
+    @abstractmethod
+    def text_attention(self, prompts: list[str]) -> list[PromptText]:
+        """Run the text encoder once with attention outputs; content tokens and probabilities per prompt."""
+
+    @abstractmethod
+    def encode_prompt(
+        self, prompts: list[str], negative_prompt: str | list[str] | None, num_images_per_prompt: int, guidance_scale: float
+    ) -> Conditioning: ...
+
+    @abstractmethod
+    def prepare_latents(
+        self, batch: int, height: int, width: int, generator: Any, latents: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+    @abstractmethod
+    def cross_attention_layers(self, height: int, width: int) -> list[CrossAttentionLayer]:
+        """Every cross-attention layer of the denoiser with its query map size at this image size."""
+
+    @abstractmethod
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance_scale: float) -> torch.Tensor:
+        """The guided model output the scheduler steps with, exactly as the diffusers pipeline computes it."""
+
+    @abstractmethod
+    def forward_cond(self, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> None:
+        """One denoiser pass on the conditional branch only (its maps are recorded; output unused)."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor, output_type: str, generator: Any, cond: Conditioning) -> Any: ...

@@ -1,0 +1,115 @@
+"""Stable Diffusion 1.x / 2.x: CLIP text encoder (causal), UNet denoiser."""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
+from .unet import unet_cross_attention_layers
+
+
+@contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Switch a transformers model to eager attention (which returns probabilities) for the block."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if before in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+class StableDiffusionAdapter(ModelAdapter):
+    pipeline_classes = (StableDiffusionPipeline,)
+    bidirectional = False  # CLIP's text encoder is causal
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    def default_size(self) -> tuple[int, int]:
+        size = self.pipe.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else size
+        return h * self.pipe.vae_scale_factor, w * self.pipe.vae_scale_factor
+
+    def text_attention(self, prompts: list[str]) -> list[PromptText]:
+        tok, enc = self.pipe.tokenizer, self.pipe.text_encoder
+        batch = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        full_lengths = [len(ids) for ids in tok(prompts, truncation=False).input_ids]
+        mask = batch.attention_mask.to(self.device) if getattr(enc.config, "use_attention_mask", False) else None
+        with torch.no_grad(), eager_attention(enc):
+            out = enc(batch.input_ids.to(self.device), attention_mask=mask, output_attentions=True)
+        attn = torch.stack(out.attentions, dim=1)  # [P, L, H, N, N]
+        texts = []
+        for p, ids in enumerate(batch.input_ids.tolist()):
+            eos = ids.index(tok.eos_token_id, 1) if tok.eos_token_id in ids[1:] else len(ids)
+            keep = torch.arange(1, eos)  # without BOS, EOS and padding
+            tokens = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids[1:eos])]
+            truncated = full_lengths[p] > tok.model_max_length
+            if truncated:
+                warnings.warn(
+                    f"prompt {p} is longer than the text encoder's limit of {tok.model_max_length} tokens and was "
+                    f"truncated (as diffusers does); T-SAM uses the {len(tokens)} tokens kept",
+                    stacklevel=3,
+                )
+            texts.append(PromptText(tokens, keep, attn[p], truncated))
+        return texts
+
+    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
+        do_cfg = self._do_cfg(guidance_scale)
+        cond, uncond = self.pipe.encode_prompt(prompts, self.device, num_images_per_prompt, do_cfg, negative_prompt)
+        embeds = torch.cat([uncond, cond]) if do_cfg else cond
+        extra: dict[str, Any] = {"timestep_cond": None}
+        if self.pipe.unet.config.time_cond_proj_dim is not None:
+            w = torch.tensor(guidance_scale - 1).repeat(cond.shape[0])
+            extra["timestep_cond"] = self.pipe.get_guidance_scale_embedding(
+                w, embedding_dim=self.pipe.unet.config.time_cond_proj_dim
+            ).to(device=self.device, dtype=cond.dtype)
+        return Conditioning(cond=cond, embeds=embeds, extra=extra)
+
+    def prepare_latents(self, batch, height, width, generator, latents):
+        channels = self.pipe.unet.config.in_channels
+        dtype = self.pipe.text_encoder.dtype if self.pipe.text_encoder is not None else self.dtype
+        return self.pipe.prepare_latents(batch, channels, height, width, dtype, self.device, generator, latents)
+
+    def cross_attention_layers(self, height: int, width: int) -> list[CrossAttentionLayer]:
+        f = self.pipe.vae_scale_factor
+        return unet_cross_attention_layers(self.pipe.unet, int(height) // f, int(width) // f)
+
+    def predict(self, latents, t, cond, guidance_scale):
+        do_cfg = self._do_cfg(guidance_scale)
+        latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
+        latent_model_input = self.pipe.scheduler.scale_model_input(latent_model_input, t)
+        noise_pred = self.pipe.unet(
+            latent_model_input, t, encoder_hidden_states=cond.embeds, timestep_cond=cond.extra["timestep_cond"], return_dict=False
+        )[0]
+        if do_cfg:
+            noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+            noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+        return noise_pred
+
+    def forward_cond(self, latents, t, cond):
+        latent_model_input = self.pipe.scheduler.scale_model_input(latents, t)
+        self.pipe.unet(latent_model_input, t, encoder_hidden_states=cond.cond, timestep_cond=cond.extra["timestep_cond"], return_dict=False)
+
+    def decode(self, latents, output_type, generator, cond):
+        pipe = self.pipe
+        if output_type == "latent":
+            image, nsfw = latents, None
+        else:
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False, generator=generator)[0]
+            image, nsfw = pipe.run_safety_checker(image, self.device, cond.cond.dtype)
+        denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
+        image = pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=denormalize)
+        pipe.maybe_free_model_hooks()
+        return image
+
+    def _do_cfg(self, guidance_scale: float) -> bool:
+        return guidance_scale > 1 and self.pipe.unet.config.time_cond_proj_dim is None

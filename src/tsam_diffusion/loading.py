@@ -1,0 +1,39 @@
+"""Loading a diffusers pipeline by hub id, local folder or built-in name, with one clear error."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+BUILTIN_MODELS: dict[str, Callable[..., Any]] = {}
+"""Built-in pipelines that need no download (name -> builder); filled by ``tsam_diffusion.tiny``."""
+
+
+class ModelLoadError(OSError):
+    """A model could not be loaded (missing weights, no network, bad folder)."""
+
+
+def load_pipeline(model: str, **kwargs: Any) -> Any:
+    """``DiffusionPipeline.from_pretrained(model, **kwargs)``, or a built-in such as ``tiny-sd``."""
+    from . import tiny  # noqa: F401  (registers the built-in models)
+
+    if model in BUILTIN_MODELS:
+        return BUILTIN_MODELS[model](**kwargs)
+    from diffusers import DiffusionPipeline
+
+    path = os.path.expanduser(model)
+    if (os.path.isabs(path) or model.startswith((".", "~")) or os.path.exists(path)) and not os.path.isdir(path):
+        raise ModelLoadError(
+            f"model folder {model!r} does not exist; pass a folder written by `save_pretrained`, "
+            f"a hub id, or a built-in name ({', '.join(BUILTIN_MODELS)})"
+        )
+    try:
+        return DiffusionPipeline.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"could not load model {model!r}: {str(e).splitlines()[0][:300]}\n"
+            "Pretrained weights are needed and were not found locally. On a machine without access to the "
+            "Hugging Face hub, download the model elsewhere (e.g. `huggingface-cli download "
+            f"{model} --local-dir DIR`), copy DIR over and pass its path (`--model DIR` / "
+            "`TSAMPipeline.from_pretrained(DIR)`). The built-in `tiny-sd` needs no weights (random, "
+            "for smoke tests only)."
+        ) from e

@@ -1,0 +1,157 @@
+"""``TSAMPipeline``: a diffusers text-to-image pipeline sampled with T-SAM guidance.
+
+The sampling loop below is diffusers' own (same calls, same order, so that without guidance the
+output is bitwise what the wrapped pipeline gives), with one addition: at the scheduled early
+steps the latent first takes T-SAM gradient steps (``TSAMGuidance.update``, eq. 15).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+
+from .adapters import adapter_for
+from .config import DEFAULT_PRESET, TSAMConfig
+from .diagnostics import Diagnostics
+from .functional import step_sizes
+from .guidance import TSAMGuidance
+from .loading import load_pipeline
+
+
+@dataclass
+class TSAMOutput:
+    images: Any  # list of PIL images, np.ndarray or torch.Tensor, by output_type
+    diagnostics: Diagnostics
+
+
+class TSAMPipeline:
+    """T-SAM sampling for a loaded diffusers pipeline (``TSAMPipeline(pipe)``) or a model id / folder.
+
+    >>> pipe = TSAMPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5").to("cuda")
+    >>> out = pipe("a black car and a white clock", generator=torch.Generator("cuda").manual_seed(0))
+    >>> out.images[0].save("car.png"); out.diagnostics.losses
+    """
+
+    def __init__(self, pipe: Any) -> None:
+        self.adapter = adapter_for(pipe)  # TypeError for unsupported pipelines
+        self.pipe = pipe
+
+    @classmethod
+    def from_pretrained(cls, model: str, **kwargs: Any) -> "TSAMPipeline":
+        """Load a diffusers pipeline from a hub id, a local folder, or a built-in name (``tiny-sd``)."""
+        return cls(load_pipeline(model, **kwargs))
+
+    def to(self, *args: Any, **kwargs: Any) -> "TSAMPipeline":
+        self.pipe.to(*args, **kwargs)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.device
+
+    def progress_bar(self, **kwargs: Any):
+        return self.pipe.progress_bar(**kwargs)
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        self.pipe.set_progress_bar_config(**kwargs)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        tsam: TSAMConfig | str | None = "default",
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+    ) -> TSAMOutput:
+        """Generate images; ``tsam`` is a ``TSAMConfig``, a preset name, ``"default"`` or ``None`` (plain sampling)."""
+        prompts = _check_prompts(prompt)
+        config = _resolve_config(tsam)
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        default_h, default_w = self.adapter.default_size()
+        height, width = height or default_h, width or default_w
+        if height % 8 or width % 8:
+            raise ValueError(f"height and width must be multiples of 8, got {height}x{width}")
+        adapter, scheduler = self.adapter, self.pipe.scheduler
+        prompt_index = [p for p in range(len(prompts)) for _ in range(num_images_per_prompt)]
+        diagnostics = Diagnostics(prompts, [], [], prompt_index, config.to_dict() if config else None)
+
+        # 1. Prompt embeddings, timesteps and initial noise, exactly as the diffusers pipeline.
+        cond = adapter.encode_prompt(prompts, negative_prompt, num_images_per_prompt, guidance_scale)
+        timesteps, num_inference_steps = retrieve_timesteps(scheduler, num_inference_steps, adapter.device)
+        latents = adapter.prepare_latents(len(prompt_index), height, width, generator, latents)
+        extra_step_kwargs = self.pipe.prepare_extra_step_kwargs(generator, 0.0)
+
+        # 2. T-SAM: T per prompt (eq. 2-3), the layers read (eq. 6), the update plan and step sizes (eq. 15).
+        guidance = None
+        if config is not None and config.enabled:
+            guidance = TSAMGuidance(adapter, config, prompts, prompt_index, height, width, diagnostics)
+            if not guidance.any_active:
+                guidance = None
+        plan = config.schedule(num_inference_steps) if guidance else [0] * num_inference_steps
+        alphas = step_sizes(config.alpha, num_inference_steps, config.step_size_schedule) if guidance else []
+
+        # 3. Denoising loop.
+        order = getattr(scheduler, "order", 1)
+        num_warmup_steps = len(timesteps) - num_inference_steps * order
+        step = -1
+        with (guidance.recorder.install() if guidance else nullcontext()), _frozen(adapter.denoiser), \
+                self.pipe.progress_bar(total=num_inference_steps) as progress:
+            for i, t in enumerate(timesteps):
+                if getattr(scheduler, "state_in_first_order", True):  # second-order schedulers: update once per step
+                    step += 1
+                    for iteration in range(plan[min(step, num_inference_steps - 1)]):
+                        latents, record = guidance.update(latents, t, cond, step, iteration, alphas[step])
+                        if not bool(record.applied.any()):
+                            break  # every image below the loss threshold (or skipped): stop refining
+                noise_pred = adapter.predict(latents, t, cond, guidance_scale)
+                latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
+                    progress.update()
+
+        images = adapter.decode(latents, output_type, generator, cond)
+        return TSAMOutput(images=images, diagnostics=diagnostics.to("cpu"))
+
+
+def _check_prompts(prompt: str | list[str]) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}")
+    for p, text in enumerate(prompts):
+        if not text.strip():
+            raise ValueError(f"prompt {p} is empty or whitespace only; give a text to generate from")
+    return prompts
+
+
+def _resolve_config(tsam: TSAMConfig | str | None) -> TSAMConfig | None:
+    if tsam is None or isinstance(tsam, TSAMConfig):
+        return tsam
+    if isinstance(tsam, str):
+        return TSAMConfig.preset(DEFAULT_PRESET if tsam == "default" else tsam)
+    raise TypeError(f"tsam must be a TSAMConfig, a preset name or None, got {type(tsam).__name__}")
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Parameters do not require grad while sampling (only the latent does during an update)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
