@@ -3,6 +3,10 @@
 The sampling loop below is diffusers' own (same calls, same order, so that without guidance the
 output is bitwise what the wrapped pipeline gives), with one addition: at the scheduled early
 steps the latent first takes T-SAM gradient steps (``TSAMGuidance.update``, eq. 15).
+
+Step ``k`` is the ``k``-th iteration of the loop over ``scheduler.timesteps``, as in the authors'
+code; PNDM (SD 1.5's default) repeats one timestep, so its last iteration shares the last step's
+index; for second-order schedulers (Heun, DPM2) only the first stage of a step is updated.
 """
 from __future__ import annotations
 
@@ -111,9 +115,9 @@ class TSAMPipeline:
         with (guidance.recorder.install() if guidance else nullcontext()), _frozen(adapter.denoiser), \
                 self.pipe.progress_bar(total=num_inference_steps) as progress:
             for i, t in enumerate(timesteps):
-                if getattr(scheduler, "state_in_first_order", True):  # second-order schedulers: update once per step
-                    step += 1
-                    for iteration in range(plan[min(step, num_inference_steps - 1)]):
+                if getattr(scheduler, "state_in_first_order", True):  # second-order schedulers: first stage only
+                    step = min(step + 1, num_inference_steps - 1)  # PNDM repeats one timestep: N + 1 iterations
+                    for iteration in range(plan[step]):
                         latents, record = guidance.update(latents, t, cond, step, iteration, alphas[step])
                         if not bool(record.applied.any()):
                             break  # every image below the loss threshold (or skipped): stop refining

@@ -4,7 +4,9 @@ Same classes as SD 1.5 (CLIPTextModel + the real CLIP tokenizer, UNet2DCondition
 AutoencoderKL, PNDMScheduler with SD 1.5's settings) at a few hundred thousand parameters, built
 from configs with fixed seeds: for smoke tests, the README and CI. Its images are NOT meaningful.
 At its default 128x128 (32x32 latents) its UNet has cross-attention at 32x32 and 16x16, so T-SAM's
-default M=256 reads the 16x16 layers as it does for SD 1.5 at 512px.
+default M=256 reads the 16x16 layers as it does for SD 1.5 at 512px. Its cross-attention query and
+key projections are scaled up so that the random maps are not uniform and guidance has a gradient
+to follow (an untrained model's attention is otherwise nearly flat).
 """
 from __future__ import annotations
 
@@ -56,6 +58,10 @@ def build_tiny_sd(
             attention_head_dim=8,
             norm_num_groups=8,
         )
+        for name, module in unet.named_modules():  # sharper (non-uniform) cross-attention maps
+            if name.endswith("attn2"):
+                module.to_q.weight.data.mul_(4.0)
+                module.to_k.weight.data.mul_(4.0)
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
@@ -102,7 +108,7 @@ def build_tiny_sd(
         requires_safety_checker=False,
     )
     if torch_dtype is not None:
-        pipe.to(torch_dtype=torch_dtype)
+        pipe.to(torch_dtype)
     return pipe
 
 

@@ -1,0 +1,121 @@
+"""The ``tsam`` command line, on the built-in tiny-sd model with 4 steps."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import tsam_diffusion
+from tsam_diffusion.cli import main, slugify
+
+PROMPT = "a black car and a white clock"
+SLUG = "a-black-car-and-a-white-clock"
+
+
+def gen(tmp_path, *extra):
+    return main(["generate", PROMPT, "--steps", "4", "--out", str(tmp_path), *extra])
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"tsam-diffusion {tsam_diffusion.__version__}"
+
+
+def test_generate_help_mentions_tiny_sd(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # narrow: hyphenated names must still not be split
+    assert main(["generate", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-sd" in out and "stable-diffusion-v1-5/stable-diffusion-v1-5" in out
+
+
+def test_no_subcommand_is_a_usage_error(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_slugify():
+    assert slugify("A Black car, and a WHITE clock!") == "a-black-car-and-a-white-clock"
+    assert len(slugify("word " * 50)) <= 60 and not slugify("word " * 50).endswith("-")
+    assert slugify("a red apple on a table with a small blue bird and a green cup") == "a-red-apple-on-a-table-with-a-small-blue-bird-and-a-green"
+    assert slugify("x" * 100) == "x" * 60
+    assert slugify("猫").startswith("prompt-")
+
+
+def test_generate_writes_tsam_png(tmp_path, capsys):
+    assert gen(tmp_path) == 0
+    captured = capsys.readouterr()
+    png = tmp_path / f"{SLUG}_seed0_tsam.png"
+    assert png.is_file() and str(png) in captured.out
+    assert captured.err.count(tsam_diffusion.tiny.TINY_NOTE) == 1
+    summary = json.loads((tmp_path / f"{SLUG}_seed0_diagnostics.json").read_text())
+    assert summary["prompt"] == PROMPT and summary["seed"] == 0 and summary["model"] == "tiny-sd"
+    assert summary["config"]["name"] == "sd-tifa" and summary["tokens"][1] == "black" and summary["updates"] >= 1
+
+
+def test_generate_compare_and_maps(tmp_path, capsys):
+    assert gen(tmp_path, "--compare", "--save-maps", "--seed", "1", "2", "--alpha", "20", "--gamma", "2") == 0
+    out = capsys.readouterr().out.split()
+    for seed in (1, 2):
+        stem = tmp_path / f"{SLUG}_seed{seed}"
+        files = [f"{stem}_{s}.png" for s in ("tsam", "baseline", "compare", "T", "S_first", "S_last",
+                                              "maps_first", "maps_last")]
+        for f in files:
+            assert f in out
+            with Image.open(f) as im:
+                assert im.width > 0 and im.height > 0
+        with Image.open(f"{stem}_tsam.png") as single, Image.open(f"{stem}_compare.png") as compare:
+            assert compare.width > single.width
+        assert json.loads(open(f"{stem}_diagnostics.json").read())["config"]["alpha"] == 20.0
+    # The same seed without guidance is the baseline; with guidance the image differs.
+    with Image.open(tmp_path / f"{SLUG}_seed1_tsam.png") as a, Image.open(tmp_path / f"{SLUG}_seed1_baseline.png") as b:
+        assert a.tobytes() != b.tobytes()
+
+
+def test_generate_no_tsam(tmp_path, capsys):
+    assert gen(tmp_path, "--no-tsam") == 0
+    assert (tmp_path / f"{SLUG}_seed0_baseline.png").is_file()
+    assert not list(tmp_path.glob("*_tsam.png")) and not list(tmp_path.glob("*.json"))
+
+
+def test_compare_and_no_tsam_conflict(tmp_path, capsys):
+    assert gen(tmp_path, "--compare", "--no-tsam") == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_missing_local_model_folder(tmp_path, capsys):
+    assert gen(tmp_path, "--model", "./nope") == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_empty_prompt(tmp_path, capsys):
+    assert main(["generate", "", "--steps", "4", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and "Traceback" not in err
+
+
+def test_negative_alpha(tmp_path, capsys):
+    assert gen(tmp_path, "--alpha", "-1") == 2
+    err = capsys.readouterr().err
+    assert "alpha" in err and "Traceback" not in err
+
+
+def test_bad_argparse_value(tmp_path, capsys):
+    assert gen(tmp_path, "--steps", "four") == 2
+    assert gen(tmp_path, "--preset", "nope") == 2
+
+
+def test_entry_point_subprocess(tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    ok = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "a cat and a dog", "--steps", "4",
+                         "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "a-cat-and-a-dog_seed0_tsam.png").is_file()
+    assert str(tmp_path / "a-cat-and-a-dog_seed0_tsam.png") in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "x", "--model", "./nope"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
