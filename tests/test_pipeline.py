@@ -295,3 +295,24 @@ def test_missing_weights_give_one_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="weights are needed") as e:
         TSAMPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")  # HF_HUB_OFFLINE=1 in tests
     assert "--model DIR" in str(e.value)
+
+
+def test_checkpointing_gives_the_same_update(tsam_pipe):
+    plain = run(tsam_pipe, tsam=STRONG, output_type="latent")
+    ckpt = run(tsam_pipe, tsam=STRONG.replace(checkpointing=True), output_type="latent")
+    torch.testing.assert_close(ckpt.images, plain.images, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ckpt.diagnostics.losses, plain.diagnostics.losses)
+    assert not tsam_pipe.pipe.unet.is_gradient_checkpointing  # restored
+
+
+def test_checkpointing_gradient_equals_full_pass(tsam_pipe):
+    g, cond, t, z = _guidance(tsam_pipe, STRONG, early_exit=True)
+    unet = tsam_pipe.pipe.unet
+    with g.recorder.install():
+        want, _ = g.update(z, t, cond, 0, 0, 1.0)
+        unet.enable_gradient_checkpointing()
+        try:
+            got, _ = g.update(z, t, cond, 0, 0, 1.0)
+        finally:
+            unet.disable_gradient_checkpointing()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

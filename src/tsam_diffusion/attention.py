@@ -5,13 +5,14 @@ layers that are read, and only there; every other layer keeps its own (SDPA) pro
 recorder is not ``active`` those layers run their original processor too, so sampling steps
 without a T-SAM update pay nothing. When active, each layer adds its head-averaged probabilities
 ``[B, Nq, s]``; ``mean()`` averages over layers, giving ``A`` of eq. 6. With ``early_exit`` the
-forward pass is cut short right after the last layer read (``EarlyExit``), since nothing above it
-contributes to the loss.
+forward pass is cut short right after the last layer read (``EarlyExit``, caught by ``run``),
+since nothing above it contributes to the loss: the decoder's high-resolution blocks never run
+for an update.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -31,6 +32,7 @@ class CrossAttentionRecorder:
         self.early_exit = early_exit
         self.active = False
         self.maps: list[torch.Tensor] = []
+        self._complete = False
         self._original: dict[str, object] = {}
 
     @contextmanager
@@ -48,14 +50,20 @@ class CrossAttentionRecorder:
 
     @contextmanager
     def capture(self) -> Iterator["CrossAttentionRecorder"]:
-        """Record during the block; ``EarlyExit`` raised by the last layer read is swallowed."""
-        self.maps, self.active = [], True
+        """Record during the block: the update's forward pass, and its backward, which may recompute
+        checkpointed layers (they then take the same explicit path but record nothing)."""
+        self.maps, self.active, self._complete = [], True, False
         try:
             yield self
-        except EarlyExit:
-            pass
         finally:
             self.active = False
+
+    def run(self, forward: Callable[[], object]) -> None:
+        """Run a denoiser pass under ``capture``, stopping it at ``EarlyExit``."""
+        try:
+            forward()
+        except EarlyExit:
+            pass
 
     def mean(self) -> torch.Tensor:
         """``A`` of eq. 6: the recorded maps averaged over layers, ``[B, M, s]`` in float32."""
@@ -64,9 +72,13 @@ class CrossAttentionRecorder:
         return torch.stack([m.float() for m in self.maps]).mean(0)
 
     def _record(self, probs: torch.Tensor) -> None:
+        if self._complete:  # a recomputation (gradient checkpointing) during backward
+            return
         self.maps.append(probs)
-        if self.early_exit and len(self.maps) == len(self.modules):
-            raise EarlyExit
+        if len(self.maps) == len(self.modules):
+            self._complete = True
+            if self.early_exit:
+                raise EarlyExit
 
 
 class _RecordingProcessor:

@@ -39,6 +39,8 @@ class TSAMConfig:
         loss: ``"l1"`` (eq. 14) or ``"cosine"`` (the authors' released code).
         normalize: normalisation of ``S``: ``"causal"`` (rows over ``j <= i``, like ``T``) or ``"full"``.
         layers: explicit names of the cross-attention modules to read (overrides ``M``).
+        checkpointing: gradient checkpointing of the update pass (less memory, about one more
+            partial forward of time per update), for memory-bound GPUs.
         reference_steps: the schedule length the step indices refer to. For ``N`` inference steps,
             step ``k`` gets the updates of reference step ``floor(k * reference_steps / N)``, and a
             refinement step ``r`` maps to ``round(r * N / reference_steps)``: the same fractions of
@@ -58,6 +60,7 @@ class TSAMConfig:
     loss: Literal["l1", "cosine"] = "l1"
     normalize: Literal["causal", "full"] = "causal"
     layers: tuple[str, ...] | None = None
+    checkpointing: bool = False
     reference_steps: int = 50
     name: str = field(default="custom", compare=False)
 

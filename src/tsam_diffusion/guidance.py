@@ -103,9 +103,8 @@ class TSAMGuidance:
         """``z_t' = z_t - alpha_i * grad_z L(z_t)`` (eq. 15) for every image of the batch at once."""
         cfg = self.config
         z = latents.detach().requires_grad_(True)
-        with torch.enable_grad():
-            with self.recorder.capture():
-                self.adapter.forward_cond(z, t, cond)
+        with torch.enable_grad(), self.recorder.capture():
+            self.recorder.run(lambda: self.adapter.forward_cond(z, t, cond))
             A = self.recorder.mean()  # eq. 6: [B, M, s]
             A = A.gather(-1, self.keep[:, None, :].expand(-1, A.shape[1], -1)) * self.token_mask[:, None, :]
             S = similarity_matrix(A, *self.map_size, sigma=cfg.sigma, kernel_size=cfg.kernel_size, normalize=cfg.normalize)  # eq. 7

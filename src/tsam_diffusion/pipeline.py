@@ -5,8 +5,8 @@ output is bitwise what the wrapped pipeline gives), with one addition: at the sc
 steps the latent first takes T-SAM gradient steps (``TSAMGuidance.update``, eq. 15).
 
 Step ``k`` is the ``k``-th iteration of the loop over ``scheduler.timesteps``, as in the authors'
-code; PNDM (SD 1.5's default) repeats one timestep, so its last iteration shares the last step's
-index; for second-order schedulers (Heun, DPM2) only the first stage of a step is updated.
+code; PNDM (SD 1.5's default) makes N + 1 iterations for N steps, and its last one is never
+updated; for second-order schedulers (Heun, DPM2) only the first stage of a step is updated.
 """
 from __future__ import annotations
 
@@ -113,11 +113,12 @@ class TSAMPipeline:
         num_warmup_steps = len(timesteps) - num_inference_steps * order
         step = -1
         with (guidance.recorder.install() if guidance else nullcontext()), _frozen(adapter.denoiser), \
+                _checkpointing(adapter.denoiser, bool(guidance and config.checkpointing)), \
                 self.pipe.progress_bar(total=num_inference_steps) as progress:
             for i, t in enumerate(timesteps):
                 if getattr(scheduler, "state_in_first_order", True):  # second-order schedulers: first stage only
-                    step = min(step + 1, num_inference_steps - 1)  # PNDM repeats one timestep: N + 1 iterations
-                    for iteration in range(plan[step]):
+                    step += 1
+                    for iteration in range(plan[step] if step < num_inference_steps else 0):  # PNDM: N + 1 iterations
                         latents, record = guidance.update(latents, t, cond, step, iteration, alphas[step])
                         if not bool(record.applied.any()):
                             break  # every image below the loss threshold (or skipped): stop refining
@@ -159,3 +160,16 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@contextmanager
+def _checkpointing(module: torch.nn.Module, enable: bool) -> Iterator[None]:
+    """Gradient checkpointing of the denoiser for the block (it only acts where grad is enabled: updates)."""
+    if not enable or getattr(module, "is_gradient_checkpointing", True):
+        yield
+        return
+    module.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        module.disable_gradient_checkpointing()

@@ -1,0 +1,297 @@
+"""Speed of T-SAM against plain sampling, with Stable Diffusion 1.5's exact block layout.
+
+Builds, from configs with random weights, SD 1.5's UNet (layers per block, attention layout,
+cross-attention dim 768; channels divided by ``--width-scale``), its CLIP text encoder (full size)
+with the real tokenizer, a VAE and the PNDM scheduler, and times, from one run, at the same prompt
+and seed:
+
+- ``reference``: diffusers' own ``StableDiffusionPipeline``;
+- ``none``: ``TSAMPipeline`` with ``tsam=None``;
+- the presets ``sd-tifa`` and ``sd-ae``, and ``sd-tifa+ckpt`` (gradient checkpointing).
+
+For each: the median wall time over ``--reps``, the ratio to the reference, denoiser passes by kind,
+peak memory, and the analytic floor (plain sampling + per update one forward up to the last layer
+read and one latent-only backward of that part, timed separately with diffusers' own SDPA
+processors). Also the time of ``similarity_matrix`` + ``tsam_loss`` forward and backward.
+
+    python benchmarks/speed.py                                  # CPU: --width-scale 10
+    python benchmarks/speed.py --device cuda --dtype float16    # GPU: full width
+
+A script that prints figures (and ``--json`` writes them); it asserts nothing about time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import torch
+
+from tsam_diffusion import TSAMConfig, TSAMPipeline
+from tsam_diffusion.adapters import StableDiffusionAdapter
+from tsam_diffusion.functional import similarity_matrix, text_attention_matrix, tsam_loss
+from tsam_diffusion.guidance import select_layers
+from tsam_diffusion.tiny import clip_tokenizer
+
+PROMPT = "a black car and a white clock"
+
+
+def build_sd15(width_scale: int, device: str, dtype: torch.dtype, seed: int = 0):
+    """SD 1.5's pipeline layout with random weights; UNet and VAE channels divided by ``width_scale``."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    def vae_ch(c: int) -> int:
+        return max(32, -(-c // width_scale // 32) * 32)  # a multiple of the 32 norm groups
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            block_out_channels=tuple(c // width_scale for c in (320, 640, 1280, 1280)),
+            layers_per_block=2,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=tuple(vae_ch(c) for c in (128, 256, 512, 512)),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        )
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                            projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
+                              skip_prk_steps=True, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text.eval(), tokenizer=clip_tokenizer(), unet=unet.eval(),
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA allocated bytes, or process RSS polled every 5 ms on CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.peak, self.base = device, 0, 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self.peak = self._rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+
+
+def timed(fn: Callable[[], Any], reps: int, device: str, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+class PassCounter:
+    """Counts denoiser passes: sampling (no grad) and update (grad) passes."""
+
+    def __init__(self, unet) -> None:
+        self.sampling = self.update = 0
+        self.handle = unet.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.update += 1
+        else:
+            self.sampling += 1
+
+
+class _Stop(Exception):
+    pass
+
+
+def floor_pieces(pipe, device: str, reps: int, size: int) -> dict[str, float]:
+    """Times of the pieces of the analytic floor, with diffusers' own (SDPA) processors."""
+    unet, dtype = pipe.unet, pipe.unet.dtype
+    ids = pipe.tokenizer([PROMPT], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        emb = pipe.text_encoder(ids)[0]
+    z = torch.randn(1, 4, size // 8, size // 8, device=device, dtype=dtype)
+    t = torch.tensor(981, device=device)
+    unet.requires_grad_(False)
+    read = [layer.module for layer in select_layers(StableDiffusionAdapter(pipe).cross_attention_layers(size, size), TSAMConfig())]
+
+    def full_forward() -> None:
+        with torch.no_grad():
+            unet(torch.cat([z] * 2), t, encoder_hidden_states=torch.cat([emb] * 2))
+
+    def partial_fb() -> None:  # forward until every layer read has run, backward to the latent only
+        outputs = []
+
+        def stop(module, args, output):
+            outputs.append(output)
+            if len(outputs) == len(read):
+                raise _Stop
+
+        handles = [m.register_forward_hook(stop) for m in read]
+        x = z.clone().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                unet(x, t, encoder_hidden_states=emb)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        with torch.enable_grad():
+            torch.autograd.grad(sum(o.float().square().mean() for o in outputs), x)
+
+    def full_fb() -> None:
+        x = z.clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = unet(x, t, encoder_hidden_states=emb)[0]
+            torch.autograd.grad(y.float().square().mean(), x)
+
+    med = lambda f: statistics.median(timed(f, reps, device))  # noqa: E731
+    return {"full_forward_b2": med(full_forward), "partial_fwd_bwd_b1": med(partial_fb), "full_fwd_bwd_b1": med(full_fb)}
+
+
+def loss_timing(device: str, reps: int = 50) -> dict[str, float]:
+    """``similarity_matrix`` + ``tsam_loss`` forward and backward, 75 tokens, in ms."""
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    attn = torch.rand(1, 1, 77, 77, generator=g).tril().to(device)
+    T = text_attention_matrix(attn, torch.arange(1, 76, device=device), gamma=2.0)
+    for side in (16, 64):
+        A = torch.rand(1, side * side, 75, generator=g).softmax(-1).to(device).requires_grad_(True)
+
+        def step() -> None:
+            loss = tsam_loss(T, similarity_matrix(A, side, side))
+            torch.autograd.grad(loss.sum(), A)
+
+        out[f"{side}x{side}"] = statistics.median(timed(step, reps, device, warmup=3)) * 1000
+    return out
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    desc = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    if device.startswith("cuda"):
+        desc = f"{torch.cuda.get_device_name()} ({desc})"
+    return desc
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--width-scale", type=int, default=None, help="divide UNet/VAE channels (default 10 on CPU, 1 on GPU)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--methods", default="reference,none,sd-tifa,sd-ae,sd-tifa+ckpt")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+    args = p.parse_args(argv)
+    device, dtype = args.device, getattr(torch, args.dtype)
+    ws = args.width_scale or (1 if device.startswith("cuda") else 10)
+
+    pipe = build_sd15(ws, device, dtype)
+    tsam = TSAMPipeline(pipe)
+    gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
+    def runs_for(steps: int) -> dict[str, Callable[[], Any]]:
+        call = dict(num_inference_steps=steps, height=args.size, width=args.size, output_type="pil")
+        runs: dict[str, Callable[[], Any]] = {
+            "reference": lambda: pipe(PROMPT, generator=gen(), **call),
+            "none": lambda: tsam(PROMPT, tsam=None, generator=gen(), **call),
+        }
+        for name in ("sd-tifa", "sd-ae"):
+            runs[name] = lambda name=name: tsam(PROMPT, tsam=TSAMConfig.preset(name), generator=gen(), **call)
+            runs[name + "+ckpt"] = lambda name=name: tsam(PROMPT, tsam=TSAMConfig.preset(name, checkpointing=True), generator=gen(), **call)
+        return runs
+
+    runs, warmups = runs_for(args.steps), runs_for(2)
+    print(f"machine: {machine(device)}\nlayout: SD 1.5, channels / {ws}, {args.size}px, {args.steps} steps, {args.dtype}, reps {args.reps}")
+    pieces = floor_pieces(pipe, device, max(3, args.reps), args.size)
+    print("pieces (s): " + ", ".join(f"{k} {v:.4f}" for k, v in pieces.items()))
+    results: dict[str, dict[str, Any]] = {}
+    methods = args.methods.split(",")
+    for name in methods:
+        warmups[name]()  # a 2-step run of each method: kernels, caches, allocator
+    for name in methods:
+        counter = PassCounter(pipe.unet)
+        with PeakMemory(device) as mem:
+            times = timed(runs[name], args.reps, device, warmup=0)
+        counter.handle.remove()
+        results[name] = {"median_s": statistics.median(times), "times_s": times,
+                         "sampling_passes": counter.sampling // args.reps, "update_passes": counter.update // args.reps,
+                         "peak_bytes": mem.peak, "peak_above_start_bytes": mem.peak - mem.base}
+    ref = results.get("reference", {}).get("median_s")
+    print(f"\n{'method':<14}{'median s':>10}{'x ref':>8}{'floor s':>10}{'x floor':>9}{'passes s/u':>12}{'peak MiB':>10}{'x ref':>7}")
+    for name, r in results.items():
+        floor = ref + r["update_passes"] * pieces["partial_fwd_bwd_b1"] if ref else None
+        r["floor_s"] = floor
+        ref_peak = results.get("reference", {}).get("peak_bytes")
+        print(f"{name:<14}{r['median_s']:>10.2f}{r['median_s'] / ref if ref else float('nan'):>8.2f}"
+              f"{floor if floor else float('nan'):>10.2f}{r['median_s'] / floor if floor else float('nan'):>9.2f}"
+              f"{r['sampling_passes']:>6}/{r['update_passes']:<5}{r['peak_bytes'] / 2**20:>10.0f}"
+              f"{r['peak_bytes'] / ref_peak if ref_peak else float('nan'):>7.2f}")
+    losses = loss_timing(device)
+    print("\nsimilarity_matrix + tsam_loss, forward + backward, 75 tokens: " + ", ".join(f"{k} {v:.2f} ms" for k, v in losses.items()))
+    report = {"machine": machine(device), "args": vars(args), "width_scale": ws, "pieces_s": pieces, "methods": results, "loss_ms": losses}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
