@@ -217,6 +217,30 @@ def loss_timing(device: str, reps: int = 50) -> dict[str, float]:
     return out
 
 
+def update_cost(tsam: TSAMPipeline, device: str, size: int, n: int = 20, profile: bool = False) -> dict[str, float]:
+    """Wall time of one T-SAM update at batch 1, isolated: (one step with n refinement updates - one
+    step with none) / n; optionally a torch.profiler table of those n updates."""
+    cfg = TSAMConfig.preset("sd-ae", update_steps=(), refinement_steps=(0,), refinement_iterations=n)
+    call = dict(num_inference_steps=1, height=size, width=size, output_type="latent")
+    gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
+    with_updates = lambda: tsam(PROMPT, tsam=cfg, generator=gen(), **call)  # noqa: E731
+    without = lambda: tsam(PROMPT, tsam=None, generator=gen(), **call)  # noqa: E731
+    t_with = statistics.median(timed(with_updates, 3, device))
+    t_without = statistics.median(timed(without, 3, device))
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        cuda = device.startswith("cuda")
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with torch_profile(activities=acts) as prof:
+            with_updates()
+            sync(device)
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        print(f"\nprofile of one step with {n} updates (sorted by {key}):")
+        print(prof.key_averages().table(sort_by=key, row_limit=25))
+    return {"per_update_ms": (t_with - t_without) / n * 1000, "updates": n}
+
+
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -240,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--methods", default="reference,none,sd-tifa,sd-ae,sd-tifa+ckpt")
     p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of 20 isolated updates")
     args = p.parse_args(argv)
     device, dtype = args.device, getattr(torch, args.dtype)
     ws = args.width_scale or (1 if device.startswith("cuda") else 10)
@@ -284,9 +309,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{floor if floor else float('nan'):>10.2f}{r['median_s'] / floor if floor else float('nan'):>9.2f}"
               f"{r['sampling_passes']:>6}/{r['update_passes']:<5}{r['peak_bytes'] / 2**20:>10.0f}"
               f"{r['peak_bytes'] / ref_peak if ref_peak else float('nan'):>7.2f}")
+    iso = update_cost(tsam, device, args.size, profile=args.profile)
+    print(f"\none update at batch 1, isolated: {iso['per_update_ms']:.1f} ms "
+          f"(floor piece: partial forward + latent backward {pieces['partial_fwd_bwd_b1'] * 1000:.1f} ms)")
     losses = loss_timing(device)
     print("\nsimilarity_matrix + tsam_loss, forward + backward, 75 tokens: " + ", ".join(f"{k} {v:.2f} ms" for k, v in losses.items()))
-    report = {"machine": machine(device), "args": vars(args), "width_scale": ws, "pieces_s": pieces, "methods": results, "loss_ms": losses}
+    report = {"machine": machine(device), "args": vars(args), "width_scale": ws, "pieces_s": pieces, "methods": results, "loss_ms": losses,
+              "isolated_update": iso}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

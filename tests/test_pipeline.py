@@ -316,3 +316,46 @@ def test_checkpointing_gradient_equals_full_pass(tsam_pipe):
         finally:
             unet.disable_gradient_checkpointing()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_float16_gradient_is_scaled_and_backs_off_on_overflow():
+    from tsam_diffusion.tiny import build_tiny_sd
+
+    pipe32 = build_tiny_sd()
+    pipe16 = build_tiny_sd(torch_dtype=torch.float16)
+    grads = {}
+    for name, pipe in (("32", pipe32), ("16", pipe16)):
+        g, cond, t, z = _guidance(TSAMPipeline(pipe), STRONG)
+        z = z.to(pipe.unet.dtype)
+        if name == "16":
+            g.grad_scale = 2.0**60  # overflows float16: must back off and still give a finite gradient
+        with g.recorder.install():
+            new, rec = g.update(z, t, cond, 0, 0, 1000.0)  # a step well above float16's rounding of the latent
+        grads[name] = (z.float() - new.float()).flatten()
+        assert rec.finite.all()
+    assert g.grad_scale < 2.0**60
+    cos = torch.nn.functional.cosine_similarity(grads["32"], grads["16"], dim=0)
+    assert cos > 0.95 and grads["16"].abs().max() > 0
+
+
+def test_no_parameter_gradients_and_no_capture_outside_updates(tsam_pipe):
+    unet = tsam_pipe.pipe.unet
+    seen = []
+    hook = unet.register_forward_pre_hook(lambda m, a: seen.append(any(p.requires_grad for p in unet.parameters())))
+    maps_per_update = []
+    real_mean = __import__("tsam_diffusion.attention", fromlist=["x"]).CrossAttentionRecorder.mean
+
+    def spy(self):
+        maps_per_update.append(len(self.maps))
+        return real_mean(self)
+
+    from tsam_diffusion.attention import CrossAttentionRecorder
+
+    CrossAttentionRecorder.mean = spy
+    try:
+        out = run(tsam_pipe, tsam=STRONG, output_type="latent")
+    finally:
+        CrossAttentionRecorder.mean = real_mean
+        hook.remove()
+    assert seen and not any(seen)  # parameters never require grad while sampling
+    assert maps_per_update == [len(out.diagnostics.layers)] * 2  # each update records each layer once, nothing else

@@ -13,11 +13,12 @@ class UpdateRecord:
 
     step: int  # denoising step index
     iteration: int  # 0 for the first update at this step, then 1, 2, ... (refinement)
-    timestep: float
+    timestep: float | torch.Tensor  # a float once sampling is done
     step_size: float
     loss: torch.Tensor  # [B] loss of each image before the update (eq. 14)
     applied: torch.Tensor  # [B] bool: whether each image's latent was moved
     S: torch.Tensor  # [B, n, n] similarity matrix (eq. 7), zero-padded to the longest prompt
+    finite: torch.Tensor  # [B] bool: loss and gradient were finite
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Diagnostics:
         mv = lambda x: None if x is None else x.to(device)  # noqa: E731
         self.T = [mv(t) for t in self.T]
         for u in self.updates:
-            u.loss, u.applied, u.S = mv(u.loss), mv(u.applied), mv(u.S)
+            u.loss, u.applied, u.S, u.finite = mv(u.loss), mv(u.applied), mv(u.S), mv(u.finite)
+            u.timestep = float(u.timestep)
         self.A_first, self.A_last = mv(self.A_first), mv(self.A_last)
         return self

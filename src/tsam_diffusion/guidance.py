@@ -93,7 +93,7 @@ class TSAMGuidance:
         diagnostics.layers = [layer.name for layer in layers]
         diagnostics.map_size = self.map_size
         self.recorder = CrossAttentionRecorder({layer.name: layer.module for layer in layers})
-        self._warned = False
+        self.grad_scale = 2.0**12  # float16 loss scale for the backward (see _latent_gradient)
 
     @property
     def any_active(self) -> bool:
@@ -109,7 +109,7 @@ class TSAMGuidance:
             A = A.gather(-1, self.keep[:, None, :].expand(-1, A.shape[1], -1)) * self.token_mask[:, None, :]
             S = similarity_matrix(A, *self.map_size, sigma=cfg.sigma, kernel_size=cfg.kernel_size, normalize=cfg.normalize)  # eq. 7
             loss = tsam_loss(self.T, S, variant=cfg.loss, lengths=self.lengths)  # eq. 14
-            (grad,) = torch.autograd.grad(loss.sum(), z)
+            grad = self._latent_gradient(loss, z)
 
         finite = torch.isfinite(loss) & torch.isfinite(grad).flatten(1).all(1)
         ok = finite & self.active
@@ -117,22 +117,35 @@ class TSAMGuidance:
             ok &= loss > cfg.loss_threshold
         new = latents - step_size * torch.where(ok.view(-1, *[1] * (grad.ndim - 1)), grad, 0).to(latents.dtype)  # eq. 15
 
-        record = UpdateRecord(step, iteration, float(t), step_size, loss.detach(), ok, S.detach())
-        self._record(record, A.detach(), finite)
-        return new, record
-
-    def _record(self, record: UpdateRecord, A: torch.Tensor, finite: torch.Tensor) -> None:
+        record = UpdateRecord(step, iteration, t.detach(), step_size, loss.detach(), ok, S.detach(), finite)
         d = self.diagnostics
         d.updates.append(record)
-        if d.A_first is None:
-            d.A_first = A
-        d.A_last = A
-        if bool(finite.all()):
-            return
-        for b in (~finite).nonzero().flatten().tolist():
-            reason = "loss is not finite" if not torch.isfinite(record.loss[b]) else "gradient is not finite"
-            d.skipped.append(Skip(record.step, record.iteration, b, reason))
-        if not self._warned:
-            warnings.warn(f"T-SAM: non-finite loss or gradient at step {record.step}; that update was skipped "
-                          "for the affected images (see diagnostics.skipped)", stacklevel=4)
-            self._warned = True
+        d.A_first = A.detach() if d.A_first is None else d.A_first
+        d.A_last = A.detach()
+        return new, record
+
+    def _latent_gradient(self, loss: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``grad_z sum(loss)``. In float16 the backward runs on a scaled loss so that small gradients
+        do not flush to zero, backing off (as AMP's GradScaler does) when that overflows."""
+        if z.dtype != torch.float16:
+            return torch.autograd.grad(loss.sum(), z)[0]
+        loss_ok = torch.isfinite(loss)
+        while True:
+            (grad,) = torch.autograd.grad(loss.sum() * self.grad_scale, z, retain_graph=self.grad_scale > 1)
+            grad = grad.float() / self.grad_scale
+            overflow = loss_ok & ~torch.isfinite(grad).flatten(1).all(1)
+            if self.grad_scale <= 1 or not bool(overflow.any()):
+                return grad
+            self.grad_scale = max(1.0, self.grad_scale / 16)
+
+    def finish(self) -> None:
+        """After sampling: list the skipped updates (one device sync for the whole run), warn once."""
+        d = self.diagnostics
+        for r in d.updates:
+            for b in (~r.finite).nonzero().flatten().tolist():
+                reason = "loss is not finite" if not torch.isfinite(r.loss[b]) else "gradient is not finite"
+                d.skipped.append(Skip(r.step, r.iteration, b, reason))
+        if d.skipped:
+            steps = sorted({s.step for s in d.skipped})
+            warnings.warn(f"T-SAM: non-finite loss or gradient at step(s) {steps}; those updates were skipped for "
+                          "the affected images and their latents left unchanged (see diagnostics.skipped)", stacklevel=3)

@@ -120,13 +120,15 @@ class TSAMPipeline:
                     step += 1
                     for iteration in range(plan[step] if step < num_inference_steps else 0):  # PNDM: N + 1 iterations
                         latents, record = guidance.update(latents, t, cond, step, iteration, alphas[step])
-                        if not bool(record.applied.any()):
-                            break  # every image below the loss threshold (or skipped): stop refining
+                        if config.loss_threshold is not None and not bool(record.applied.any()):
+                            break  # every image at or below the loss threshold: stop refining
                 noise_pred = adapter.predict(latents, t, cond, guidance_scale)
                 latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
                     progress.update()
 
+        if guidance:
+            guidance.finish()
         images = adapter.decode(latents, output_type, generator, cond)
         return TSAMOutput(images=images, diagnostics=diagnostics.to("cpu"))
 
