@@ -60,12 +60,12 @@ def tiny_checks(device: str) -> None:
               losses=[round(x, 5) for x in losses[:, 0].tolist()], latent_dtype=str(out.images.dtype), devices=sorted(devices))
 
 
-def sd15_update(device: str, dtype: torch.dtype, step_size: float):
+def sd15_update(device: str, dtype: torch.dtype, step_size: float, width_scale: int = 1):
     """One T-SAM update (preset sd-tifa's settings) of two latents with SD 1.5's full-width layout."""
     sys.path.insert(0, "benchmarks")
     from speed import build_sd15
 
-    pipe = build_sd15(1, device, dtype)
+    pipe = build_sd15(width_scale, device, dtype)
     adapter = TSAMPipeline(pipe).adapter
     d = Diagnostics([PROMPT], [], [], [0, 0], None)
     g = TSAMGuidance(adapter, TSAMConfig.preset("sd-tifa"), [PROMPT], [0, 0], 512, 512, d)
@@ -82,40 +82,55 @@ def sd15_update(device: str, dtype: torch.dtype, step_size: float):
             new, rec = g.update(z, t, cond, 0, 0, step_size)
             sync()
             out[early_exit] = (new, rec, time.perf_counter() - t0)
+        with torch.enable_grad(), g.recorder.capture():  # the raw latent gradient, before any rounding
+            zg = z.detach().requires_grad_(True)
+            g.recorder.run(lambda: adapter.forward_cond(zg, t, cond))
+            A = g.recorder.mean().gather(-1, g.keep[:, None, :].expand(-1, 256, -1)) * g.token_mask[:, None, :]
+            from tsam_diffusion.functional import similarity_matrix, tsam_loss
+            loss = tsam_loss(g.T, similarity_matrix(A, 16, 16), lengths=g.lengths)
+            out["grad"] = g._latent_gradient(loss, zg).float()
     del pipe
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return z, out, d
 
 
-def sd15_check(device: str) -> None:
+def sd15_check(device: str, width_scale: int = 1, half: torch.dtype = torch.float16) -> None:
     step = 1e4  # large enough that a float16 latent shows the step despite its rounding
-    z16, out16, d = sd15_update(device, torch.float16, step)
-    z32, out32, _ = sd15_update(device, torch.float32, step)
+    z16, out16, d = sd15_update(device, half, step, width_scale)
+    z32, out32, _ = sd15_update(device, torch.float32, step, width_scale)
     (e16, rec16, t_e16), (f16, _, t_f16) = out16[True], out16[False]
     (e32, rec32, t_e32), (f32, _, _) = out32[True], out32[False]
     check("SD1.5 fp16 early exit equals full pass", torch.equal(e16, f16), layers=d.layers, map_size=d.map_size,
           update_ms_early=round(t_e16 * 1000, 1), update_ms_full=round(t_f16 * 1000, 1))
-    check("SD1.5 fp32 early exit equals full pass", torch.allclose(e32, f32, atol=1e-6), update_ms_early=round(t_e32 * 1000, 1))
-    d16, d32 = (z16.float() - e16.float()).flatten(), (z32 - e32).flatten()
-    cos = torch.nn.functional.cosine_similarity(d16, d32, dim=0).item()
-    check("SD1.5 fp16 update follows the fp32 one", cos > 0.9 and d16.abs().max().item() > 0, cosine=round(cos, 4),
-          loss16=rec16.loss.tolist(), loss32=rec32.loss.tolist(), loss_dtype=str(rec16.loss.dtype),
-          moved16=d16.abs().max().item(), moved32=d32.abs().max().item())
+    s32, s16 = (z32 - e32).flatten(), (z32 - f32).flatten()
+    diff = (s32 - s16).abs().max().item()
+    check("SD1.5 fp32 early exit equals full pass (up to GPU nondeterminism)", diff <= 1e-3 * s32.abs().max().item(),
+          max_step_diff=diff, max_step=s32.abs().max().item(), update_ms_early=round(t_e32 * 1000, 1))
+    g16, g32 = out16["grad"].flatten(), out32["grad"].flatten()
+    cos = torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()
+    check("SD1.5 fp16 latent gradient follows the fp32 one", cos > 0.9, cosine=round(cos, 4),
+          grad16_max=g16.abs().max().item(), grad32_max=g32.abs().max().item(),
+          loss16=rec16.loss.tolist(), loss32=rec32.loss.tolist(), loss_dtype=str(rec16.loss.dtype))
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda")
     p.add_argument("--json", default=None)
-    p.add_argument("--skip-sd15", action="store_true", help="only the tiny-sd checks (a dry run on CPU)")
+    p.add_argument("--skip-sd15", action="store_true", help="only the tiny-sd checks")
+    p.add_argument("--dry-run", action="store_true", help="CPU rehearsal: SD 1.5 layout at width / 10, bfloat16")
     args = p.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"device: {name}, torch {torch.__version__}", flush=True)
-    tiny_checks(args.device)
-    if not args.skip_sd15:
+    if args.dry_run:
+        sd15_check(args.device, width_scale=10, half=torch.bfloat16)
+    else:
+        tiny_checks(args.device)
+    if not (args.skip_sd15 or args.dry_run):
         sd15_check(args.device)
     failed = [r["check"] for r in results if not r["ok"]]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")

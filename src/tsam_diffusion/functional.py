@@ -59,14 +59,14 @@ def text_attention_matrix(
     return t / t.sum(dim=-1, keepdim=True).clamp_min(_EPS)  # eq. 3
 
 
-def gaussian_kernel(kernel_size: int = 3, sigma: float = 0.5) -> Tensor:
+def gaussian_kernel(kernel_size: int = 3, sigma: float = 0.5, device: torch.device | str | None = None) -> Tensor:
     """The 2-D smoothing kernel of Attend-and-Excite and the authors' code, normalised to sum 1.
 
     Per axis the weight is ``exp(-((x - c) / (2 * sigma))**2)`` around the centre ``c``, so its
     standard deviation is ``sigma * sqrt(2)``; kept so, so that ``sigma=0.5`` means what it means
     in the paper.
     """
-    x = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
+    x = torch.arange(kernel_size, dtype=torch.float32, device=device) - (kernel_size - 1) / 2
     g = torch.exp(-((x / (2 * sigma)) ** 2))
     k = g[:, None] * g[None, :]
     return k / k.sum()
@@ -80,7 +80,7 @@ def smooth_maps(maps: Tensor, *, sigma: float = 0.5, kernel_size: int = 3) -> Te
     pad = kernel_size // 2
     x = maps.reshape(-1, 1, h, w)
     x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    k = gaussian_kernel(kernel_size, sigma).to(x.device)[None, None]
+    k = gaussian_kernel(kernel_size, sigma, device=x.device)[None, None]  # made on the device: no host copy
     return F.conv2d(x, k).reshape(*batch, h, w)
 
 
@@ -140,7 +140,7 @@ def tsam_loss(
     T, S = T.float(), S.float()
     n = T.shape[-1]
     i = torch.arange(n, device=T.device)
-    length = torch.as_tensor(n if lengths is None else lengths, device=T.device)
+    length = torch.full((), n, device=T.device) if lengths is None else lengths.to(T.device)
     row_ok = i < length[..., None]  # [..., n]
     if variant == "l1":
         rho = (i + 1) / length[..., None].float()

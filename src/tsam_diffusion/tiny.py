@@ -1,7 +1,7 @@
 """``tiny-sd``: a tiny, randomly initialised Stable Diffusion pipeline that runs anywhere.
 
 Same classes as SD 1.5 (CLIPTextModel + the real CLIP tokenizer, UNet2DConditionModel,
-AutoencoderKL, PNDMScheduler with SD 1.5's settings) at a few hundred thousand parameters, built
+AutoencoderKL, PNDMScheduler with SD 1.5's settings) at about 3 million parameters, built
 from configs with fixed seeds: for smoke tests, the README and CI. Its images are NOT meaningful.
 At its default 128x128 (32x32 latents) its UNet has cross-attention at 32x32 and 16x16, so T-SAM's
 default M=256 reads the 16x16 layers as it does for SD 1.5 at 512px. Its cross-attention query and
