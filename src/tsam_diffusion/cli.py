@@ -61,10 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="T-SAM preset from the paper (default: %(default)s)")
     g.add_argument("--alpha", type=float, default=None, metavar="A", help="override the preset's step size alpha")
     g.add_argument("--gamma", type=float, default=None, metavar="G", help="override the preset's exponent gamma")
-    g.add_argument("--steps", type=int, default=50, metavar="N", help="denoising steps (default: %(default)s)")
-    g.add_argument("--guidance-scale", type=float, default=7.5, metavar="G", help="classifier-free guidance scale (default: %(default)s)")
-    g.add_argument("--height", type=int, default=None, metavar="H", help="image height (default: the model's)")
-    g.add_argument("--width", type=int, default=None, metavar="W", help="image width (default: the model's)")
+    add_generation_options(g)
     g.add_argument("--negative-prompt", default=None, metavar="TEXT", help="negative prompt")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--compare", action="store_true",
@@ -73,10 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-maps", action="store_true",
                    help="write T, S and the per-token cross-attention maps of each T-SAM image as PNGs")
     g.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default: %(default)s)")
-    g.add_argument("--device", default="auto", metavar="D", help="torch device; auto (default) = cuda if available, else mps, else cpu")
-    g.add_argument("--dtype", default=None, choices=DTYPES, help="weights dtype (default: float16 on cuda, else float32)")
     g.set_defaults(func=generate)
+
+    from .bench.cli import add_bench_parser
+
+    add_bench_parser(sub, formatter_class=_HelpFormatter)
     return parser
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """The sampling options shared by ``tsam generate`` and ``tsam bench run``."""
+    parser.add_argument("--steps", type=int, default=50, metavar="N", help="denoising steps (default: %(default)s)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, metavar="G", help="classifier-free guidance scale (default: %(default)s)")
+    parser.add_argument("--height", type=int, default=None, metavar="H", help="image height (default: the model's)")
+    parser.add_argument("--width", type=int, default=None, metavar="W", help="image width (default: the model's)")
+    parser.add_argument("--device", default="auto", metavar="D", help="torch device; auto (default) = cuda if available, else mps, else cpu")
+    parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights dtype (default: float16 on cuda, else float32)")
 
 
 def slugify(prompt: str, max_len: int = SLUG_MAX) -> str:
@@ -229,6 +238,8 @@ def generate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tsam`` console script; returns the exit status."""
+    from .bench.metrics import MetricUnavailable
+    from .bench.run import BenchError
     from .loading import ModelLoadError
 
     parser = build_parser()
@@ -241,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (BenchError, MetricUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

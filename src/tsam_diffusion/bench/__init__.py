@@ -1,6 +1,13 @@
-"""Benchmark harness support for T-SAM.
+"""Benchmarks the way the paper ran them: suites, resumable multi-process runs, metrics, reports.
 
-``tsam_diffusion.bench.suites`` holds the prompt suites (Attend-and-Excite, TIFA v1.0, GenEval,
-T2I-CompBench, PartiPrompts, CC-500) shipped with the package, and a loader for a user's own
-prompt files. Nothing in this package imports torch at import time.
+- ``suites``: the prompt suites shipped with the package and a loader for your own prompt files;
+- ``run``: ``tsam bench run``, every (prompt, seed, method) image, resumable, split across processes;
+- ``db``: the run directory's SQLite database;
+- ``metrics`` and ``score``: ``tsam bench score`` (CLIP, BLIP caption, TIFA; ``register_metric``);
+- ``report``: ``tsam bench report``, Markdown and a self-contained HTML page.
+
+Importing this package does not import torch.
 """
+from .metrics import Metric, MetricUnavailable, create_metric, register_metric
+
+__all__ = ["Metric", "MetricUnavailable", "create_metric", "register_metric"]

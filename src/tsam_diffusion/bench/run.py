@@ -1,0 +1,223 @@
+"""``tsam bench run``: every (prompt, seed, method) image of a benchmark, resumable, on many processes.
+
+Jobs are planned in a fixed order (prompt, then method, then seeds in chunks of ``batch_size``) and
+chunk ``k`` belongs to process ``k % world_size``: the same command started under ``torchrun`` or
+``accelerate launch`` splits the work deterministically, one GPU per process, all writing to the
+same run directory. A job is done when its database row exists and its PNG is there; an image is
+written under a temporary name and renamed, and its row is added after, so a process killed at any
+moment loses at most the images in flight, and rerunning the command does what is left.
+
+Every method sees the same seeds, so images are paired: the same initial noise for ``vanilla`` and
+``tsam`` (a ``torch.Generator`` on the CPU per seed, identical on any device).
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import DEFAULT_PRESET, PRESETS, TSAMConfig
+from .db import RunDB
+from .suites import Prompt
+
+
+class BenchError(RuntimeError):
+    """A benchmark run cannot go on (bad input, unwritable output); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A generation method: ``vanilla`` (no guidance) or T-SAM with a preset (``tsam``, ``tsam:sd-ae``)."""
+
+    name: str
+    tsam: TSAMConfig | None
+
+    def config(self) -> dict[str, Any]:
+        return {"tsam": None if self.tsam is None else self.tsam.to_dict()}
+
+
+def method_names() -> list[str]:
+    return ["vanilla", "tsam"] + [f"tsam:{p}" for p in sorted(PRESETS)]
+
+
+def parse_methods(spec: str) -> list[Method]:
+    """``"vanilla,tsam,tsam:sd-ae"`` -> methods; ``tsam`` alone is the default preset."""
+    methods = []
+    for name in (s.strip() for s in spec.split(",") if s.strip()):
+        if name == "vanilla":
+            methods.append(Method(name, None))
+        elif name == "tsam" or (name.startswith("tsam:") and name[5:] in PRESETS):
+            methods.append(Method(name, TSAMConfig.preset(name[5:] if ":" in name else DEFAULT_PRESET)))
+        else:
+            raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(method_names())}")
+    if not methods:
+        raise ValueError(f"no method given; valid methods: {', '.join(method_names())}")
+    if len({m.name for m in methods}) != len(methods):
+        raise ValueError(f"a method is named twice in {spec!r}")
+    return methods
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"0-63"``, ``"0,1,5"``, ``"0-3,10"`` -> sorted distinct seeds."""
+    seeds: set[int] = set()
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise ValueError(f"bad seed range {part!r} in {spec!r}: use N, N-M or a comma-separated list of them")
+        seeds.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    if not seeds:
+        raise ValueError(f"no seeds in {spec!r}")
+    return sorted(seeds)
+
+
+@dataclass(frozen=True)
+class Job:
+    prompt: Prompt
+    seed: int
+    method: Method
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.prompt.id}/s{self.seed}/{self.method.name}"
+
+    @property
+    def image(self) -> str:
+        """PNG path relative to the run directory."""
+        safe = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", s)  # noqa: E731
+        suite = self.prompt.suite
+        key = self.prompt.id.removeprefix(suite + ":")
+        return f"images/{safe(suite)}/{safe(self.method.name)}/{safe(key)}_s{self.seed}.png"
+
+
+def plan(prompts: list[Prompt], methods: list[Method], seeds: list[int], batch_size: int) -> list[list[Job]]:
+    """All jobs in a fixed order, in chunks of at most ``batch_size`` seeds of one prompt and method."""
+    chunks = []
+    for prompt in prompts:
+        for method in methods:
+            for i in range(0, len(seeds), batch_size):
+                chunks.append([Job(prompt, s, method) for s in seeds[i : i + batch_size]])
+    return chunks
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun / accelerate's environment; (0, 1, 0) alone."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"tsam-diffusion": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__}
+
+
+def run_benchmark(
+    prompts: list[Prompt],
+    methods: list[Method],
+    seeds: list[int],
+    out: str | Path,
+    *,
+    model: str,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    height: int | None = None,
+    width: int | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    batch_size: int = 4,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    pipeline: Any = None,
+) -> dict[str, int]:
+    """Generate what is not done yet of this process's share; returns counts (planned, done before, made)."""
+    if not prompts:
+        raise BenchError("the selection is empty: no prompts to generate")
+    if batch_size < 1:
+        raise BenchError(f"--batch-size must be >= 1, got {batch_size}")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        db = RunDB(out)
+        settings = {"model": model, "steps": num_inference_steps, "guidance_scale": guidance_scale,
+                    "height": height, "width": width, "dtype": dtype}
+        db.claim_settings(settings)
+        for m in methods:
+            db.claim_method(m.name, m.config())
+        done = db.done_jobs()
+    except OSError as e:
+        raise BenchError(f"cannot write to the run directory {out}: {e}") from e
+    except Exception as e:  # sqlite3 errors: unwritable or corrupt database
+        if type(e).__module__ == "sqlite3":
+            raise BenchError(f"cannot use the run database in {out}: {e}") from e
+        raise
+
+    chunks = plan(prompts, methods, seeds, batch_size)
+    mine = [[j for j in chunk if j.job_id not in done] for k, chunk in enumerate(chunks) if k % world_size == rank]
+    mine = [c for c in mine if c]
+    total = sum(len(c) for c in chunks)
+    todo = sum(len(c) for c in mine)
+    counts = {"planned": total, "done_before": len(done & {j.job_id for c in chunks for j in c}), "made": 0}
+    if not todo:
+        return counts
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..pipeline import TSAMPipeline
+
+    if pipeline is None:
+        pipeline = TSAMPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype)).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    versions_ = versions()
+    bar = tqdm(total=todo, unit="img", desc=f"rank {rank}/{world_size}" if world_size > 1 else "images", disable=not progress)
+    try:
+        for chunk in mine:
+            t0 = time.perf_counter()
+            job = chunk[0]
+            result = pipeline(
+                job.prompt.text, tsam=job.method.tsam, num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale, height=height, width=width, num_images_per_prompt=len(chunk),
+                generator=[torch.Generator("cpu").manual_seed(j.seed) for j in chunk],
+            )
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            rows = [_row(j, image, result.diagnostics, b, model, versions_, seconds, out)
+                    for b, (j, image) in enumerate(zip(chunk, result.images))]
+            db.add_images(rows)
+            counts["made"] += len(chunk)
+            bar.update(len(chunk))
+    except OSError as e:
+        raise BenchError(f"writing to {out} failed ({e}); the images written so far are recorded, "
+                         "free space or fix permissions and rerun the same command to continue") from e
+    finally:
+        bar.close()
+    return counts
+
+
+def _row(job: Job, image, diagnostics, b: int, model: str, versions_: dict, seconds: float, out: Path) -> dict[str, Any]:
+    """Write one image atomically (temporary name, then rename) and return its database row."""
+    path = out / job.image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    losses = diagnostics.losses
+    return {
+        "job_id": job.job_id, "suite": job.prompt.suite, "prompt_id": job.prompt.id, "prompt": job.prompt.text,
+        "prompt_meta": job.prompt.meta, "seed": job.seed, "method": job.method.name,
+        "config": job.method.config(), "image": job.image,
+        "model": model, "versions": versions_, "seconds": seconds, "created": time.time(),
+        "loss_first": float(losses[0, b]) if len(losses) else None,
+        "loss_last": float(losses[-1, b]) if len(losses) else None,
+        "updates": len(diagnostics.updates), "skipped": sum(s.image == b for s in diagnostics.skipped),
+        "diagnostics": {"tokens": diagnostics.tokens[diagnostics.prompt_index[b]] if diagnostics.tokens else None,
+                        "layers": diagnostics.layers, "notes": diagnostics.notes},
+    }

@@ -1,0 +1,283 @@
+"""The benchmark report (tsam_diffusion.bench.report) on a small fake run, and in a real headless browser."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from tsam_diffusion.bench.db import DB_NAME, IMAGE_COLUMNS, RunDB
+from tsam_diffusion.bench.report import (
+    ELEMENTS_PNG,
+    bootstrap_ci,
+    build_report,
+    element_accuracy,
+    join_scores,
+    make_report,
+    paired_differences,
+)
+
+SUITE = "tifa-v1"
+PROMPTS = [  # (prompt_id, text, source); the second text checks escaping
+    ("tifa-v1:coco_1", "a red cat and a blue dog", "coco"),
+    ("tifa-v1:drawbench_2", 'two apples <on> a "table" & co | x', "drawbench"),
+]
+SEEDS = [0, 1, 2]
+# per method: {prompt index: [value at seed 0, 1, 2]}
+CLIP_FULL = {
+    "vanilla": {0: [0.30, 0.31, 0.32], 1: [0.25, 0.26, 0.27]},
+    "tsam": {0: [0.33, 0.31, 0.35], 1: [0.26, 0.30, 0.27]},
+}
+TIFA_SCORE = {
+    "vanilla": {0: [0.50, 0.75, 0.50], 1: [1.00, 0.50, 0.50]},
+    "tsam": {0: [0.75, 1.00, 0.75], 1: [1.00, 1.00, 0.50]},
+}
+# correct answers (object, color, counting) per image; every image has questions object 2, color 1, counting 1
+TIFA_CORRECT = {
+    "vanilla": {0: [(2, 0, 0), (2, 1, 0), (1, 1, 0)], 1: [(2, 1, 1), (2, 0, 0), (1, 0, 1)]},
+    "tsam": {0: [(2, 1, 0), (2, 1, 1), (2, 0, 1)], 1: [(2, 1, 1), (2, 1, 1), (1, 1, 0)]},
+}
+QUESTIONS = (2, 1, 1)
+ELEMENTS = ("object", "color", "counting")
+METHOD_CONFIGS = {"vanilla": {"guidance": None}, "tsam": {"lr": 20.0, "steps": [0, 25], "loss": "tsam"}}
+VERSIONS = {"tsam_diffusion": "0.1.0", "torch": "2.4.0", "diffusers": "0.30.0"}
+
+
+def make_run(run_dir, methods=("vanilla", "tsam"), drop=()):
+    """A run with ``methods`` x PROMPTS x SEEDS images (less the (method, prompt index, seed) in ``drop``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    db = RunDB(run_dir)
+    db.claim_settings({"model": "tiny-sd", "steps": 50, "guidance_scale": 7.5})
+    for m in methods:
+        db.claim_method(m, METHOD_CONFIGS[m])
+    rows, clip, tifa = [], {}, {}
+    for mi, method in enumerate(methods):
+        for pi, (pid, text, source) in enumerate(PROMPTS):
+            for si, seed in enumerate(SEEDS):
+                if (method, pi, seed) in drop:
+                    continue
+                job = f"{method}-{pi}-{seed}"
+                rel = f"images/{method}/{job}.png"
+                (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                size = (300, 200) if method == "tsam" else (64, 64)  # tsam images get scaled down
+                Image.new("RGB", size, (40 * mi + 60, 80 * pi + 40, 70 * si + 30)).save(run_dir / rel)
+                row = dict(job_id=job, suite=SUITE, prompt_id=pid, prompt=text, prompt_meta={"source": source},
+                           seed=seed, method=method, config=METHOD_CONFIGS[method], image=rel, model="tiny-sd",
+                           versions=VERSIONS, seconds=1.0 + mi, created=0.0, loss_first=None, loss_last=None,
+                           updates=0, skipped=0, diagnostics=None)
+                assert set(row) == set(IMAGE_COLUMNS)
+                rows.append(row)
+                full = CLIP_FULL[method][pi][si]
+                clip[job] = {"full": full, "min": full - 0.05}
+                tifa[job] = {"score": TIFA_SCORE[method][pi][si]}
+                for etype, c, q in zip(ELEMENTS, TIFA_CORRECT[method][pi][si], QUESTIONS):
+                    tifa[job] |= {f"correct:{etype}": c, f"questions:{etype}": q}
+    db.add_images(rows)
+    db.add_scores("clip", clip)
+    db.add_scores("tifa", tifa)
+    return run_dir
+
+
+@pytest.fixture
+def run(tmp_path):
+    return make_run(tmp_path / "run")
+
+
+def _rows(run_dir):
+    db = RunDB(run_dir)
+    return join_scores(db.images(), db.scores())
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_bootstrap_ci_small_input():
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    mean, lo, hi = bootstrap_ci(values)
+    assert mean == 3.0
+    assert 1.0 <= lo < mean < hi <= 5.0
+    assert bootstrap_ci(values) == (mean, lo, hi)  # deterministic by seed
+    assert bootstrap_ci(values, seed=0, n=2000) == (mean, lo, hi)
+    # a narrower level gives a narrower interval
+    _, lo90, hi90 = bootstrap_ci(values, alpha=0.10)
+    assert lo <= lo90 and hi90 <= hi
+
+
+def test_bootstrap_ci_is_an_interval_of_the_mean():
+    # 0..99: mean 49.5, standard error 28.87 / 10 -> normal 95% interval about [43.8, 55.2]
+    mean, lo, hi = bootstrap_ci(list(range(100)))
+    assert mean == 49.5
+    assert abs(lo - 43.84) < 1.5 and abs(hi - 55.16) < 1.5
+    assert bootstrap_ci(list(range(100)), seed=1) != (mean, lo, hi)  # the seed matters
+
+
+def test_bootstrap_ci_single_and_empty():
+    assert bootstrap_ci([0.25]) == (0.25, 0.25, 0.25)
+    assert all(math.isnan(x) for x in bootstrap_ci([]))
+
+
+def test_paired_differences_exact(run):
+    rows = _rows(run)
+    # pairs in (suite, prompt_id, seed) order: coco_1 seeds 0-2, then drawbench_2 seeds 0-2
+    assert paired_differences(rows, "clip/full", "tsam") == pytest.approx([0.03, 0.00, 0.03, 0.01, 0.04, 0.00])
+    assert paired_differences(rows, "tifa/score", "tsam", baseline="vanilla") == pytest.approx(
+        [0.25, 0.25, 0.25, 0.0, 0.5, 0.0])
+    assert paired_differences(rows, "clip/full", "vanilla") == pytest.approx([0.0] * 6)
+    assert paired_differences(rows, "no/such", "tsam") == []
+
+
+def test_paired_differences_only_common_pairs(tmp_path):
+    rows = _rows(make_run(tmp_path / "run", drop={("tsam", 0, 0), ("vanilla", 1, 2)}))
+    assert paired_differences(rows, "clip/full", "tsam") == pytest.approx([0.00, 0.03, 0.01, 0.04])
+
+
+def test_element_accuracy_sums(run):
+    rows = _rows(run)
+    assert element_accuracy(rows, "vanilla") == {
+        "color": (3, 6, pytest.approx(0.5)),
+        "counting": (2, 6, pytest.approx(2 / 6)),
+        "object": (10, 12, pytest.approx(10 / 12)),
+    }
+    assert element_accuracy(rows, "tsam") == {
+        "color": (5, 6, pytest.approx(5 / 6)),
+        "counting": (4, 6, pytest.approx(4 / 6)),
+        "object": (11, 12, pytest.approx(11 / 12)),
+    }
+    assert element_accuracy(rows, "absent") == {}
+
+
+# --------------------------------------------------------------------------- build_report
+
+
+def test_build_report_tables(run):
+    report = build_report(run)
+    assert report.suites == [SUITE]
+    assert report.methods == ["vanilla", "tsam"]
+    assert report.measure_names == ["clip/full", "clip/min", "tifa/score"]  # counts are no measures
+    assert {(c["method"], c["images"]) for c in report.counts} == {("vanilla", 6), ("tsam", 6)}
+    m = {(r["method"], r["measure"]): r for r in report.measures}
+    assert m[("vanilla", "clip/full")]["mean"] == pytest.approx(1.71 / 6)
+    assert m[("tsam", "clip/full")]["mean"] == pytest.approx(1.82 / 6)
+    assert m[("tsam", "tifa/score")]["n"] == 6
+    p = {(r["method"], r["measure"]): r for r in report.paired}
+    assert set(p) == {("tsam", "clip/full"), ("tsam", "clip/min"), ("tsam", "tifa/score")}
+    assert p[("tsam", "clip/full")]["pairs"] == 6
+    assert p[("tsam", "clip/full")]["mean"] == pytest.approx(0.11 / 6)
+    assert p[("tsam", "tifa/score")]["mean"] == pytest.approx(1.25 / 6)
+    assert 0.0 <= p[("tsam", "tifa/score")]["lo"] <= p[("tsam", "tifa/score")]["hi"] <= 0.5
+    s = {(r["method"], r["source"]): r for r in report.sources}
+    assert s[("vanilla", "coco")]["mean"] == pytest.approx(1.75 / 3)
+    assert s[("tsam", "drawbench")]["mean"] == pytest.approx(2.5 / 3)
+    (grid,) = report.grids
+    assert grid["methods"] == ["vanilla", "tsam"]
+    assert [(r["prompt_id"], r["seed"]) for r in grid["rows"]] == [(PROMPTS[0][0], 0), (PROMPTS[1][0], 0)]
+    assert report.versions == VERSIONS and report.model == "tiny-sd"
+    assert report.method_configs == METHOD_CONFIGS
+
+
+def test_grid_uses_smallest_common_seed_and_prompt_limit(tmp_path):
+    run = make_run(tmp_path / "run", drop={("tsam", 0, 0), ("vanilla", 0, 1)})
+    (grid,) = build_report(run).grids
+    assert [(r["prompt_id"], r["seed"]) for r in grid["rows"]] == [(PROMPTS[0][0], 2), (PROMPTS[1][0], 0)]
+    (grid,) = build_report(run, max_prompts=1).grids
+    assert len(grid["rows"]) == 1
+
+
+def test_no_vanilla_no_paired_section(tmp_path):
+    run = make_run(tmp_path / "run", methods=("tsam",))
+    report = build_report(run)
+    assert report.paired == []
+    md, html_path = make_report(run)
+    assert "Paired difference" not in md.read_text()
+    assert "Paired difference" not in html_path.read_text()
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match=DB_NAME):
+        build_report(tmp_path)
+    assert not (tmp_path / DB_NAME).exists()  # nothing created
+    with pytest.raises(FileNotFoundError):
+        make_report(tmp_path / "absent")
+    RunDB(tmp_path)
+    with pytest.raises(ValueError, match="no images"):
+        make_report(tmp_path)
+
+
+# --------------------------------------------------------------------------- Markdown and HTML
+
+
+def test_markdown(run):
+    md_path, html_path = make_report(run)
+    assert (md_path, html_path) == (run / "report.md", run / "report.html")
+    md = md_path.read_text()
+    assert "| images | 6 | 6 |" in md
+    assert "| `clip/full` | 0.2850 [" in md
+    assert "0.3033 [" in md  # tsam clip/full mean
+    assert "+0.0183 [" in md and "(n=6)" in md  # paired clip/full
+    assert "+0.2083 [" in md  # paired tifa/score
+    assert "| object | 83.3% (10/12) | 91.7% (11/12) |" in md
+    assert "| color | 50.0% (3/6) | 83.3% (5/6) |" in md
+    assert "| coco | 0.5833 [" in md and "| drawbench |" in md
+    assert f"![TIFA accuracy per element type]({ELEMENTS_PNG})" in md
+    with Image.open(run / ELEMENTS_PNG) as chart:
+        assert chart.format == "PNG" and chart.width > 300
+    assert md.count('<img src="images/') == 4
+    assert "&lt;on&gt;" in md and "<on>" not in md and r"\| x" in md
+    assert '"lr": 20.0' in md and '"guidance_scale": 7.5' in md and '"diffusers": "0.30.0"' in md
+
+
+def test_html_self_contained(run, tmp_path):
+    md_path, html_path = make_report(run, out_html=tmp_path / "out" / "r.html")
+    assert md_path == tmp_path / "out" / "r.md" and md_path.is_file() and html_path.is_file()
+    assert (tmp_path / "out" / ELEMENTS_PNG).is_file()
+    doc = html_path.read_text()
+    assert doc.startswith("<!DOCTYPE html>") and "<table" in doc
+    thumbs = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', doc)
+    assert len(thumbs) == 4  # 2 prompts x 2 methods
+    for b64 in thumbs:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            assert max(im.size) <= 256
+    assert len(re.findall(r'<img class="chart" src="data:image/png;base64,', doc)) == 1  # element chart
+    assert "TIFA accuracy per element type" in doc
+    assert "0.2850" in doc and "+0.0183" in doc and "83.3%" in doc
+    assert "&lt;on&gt;" in doc and "<on>" not in doc and "&quot;table&quot;" in doc
+    assert not re.search(r'(src|href)="(https?:)?//', doc)  # nothing external
+    assert "&quot;lr&quot;: 20.0" in doc
+
+
+# --------------------------------------------------------------------------- real browser
+
+_CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.mark.skipif(_CHROMIUM is None, reason="chromium / chromium-browser not on PATH (Debian: apt-get install -y "
+                                               "chromium); the headless-browser check of report.html is skipped")
+def test_html_in_headless_chromium(run, tmp_path):
+    _, html_path = make_report(run)
+    base = [_CHROMIUM, *_CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    proc = subprocess.run([*base, "--virtual-time-budget=5000", "--dump-dom", html_path.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    dom = proc.stdout
+    assert "<table" in dom, f"no DOM from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    loaded = re.search(r'data-images-loaded="(\d+)"', body)
+    total = re.search(r'data-images-total="(\d+)"', body)
+    assert loaded and total, f"the load script did not run: {body}"
+    assert int(total.group(1)) == 5  # 4 thumbnails + the element chart
+    assert int(loaded.group(1)) == int(total.group(1))
+
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,2000", html_path.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    assert shot.is_file(), f"no screenshot (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    with Image.open(shot) as im:
+        assert im.size == (1200, 2000)
+        lo, hi = im.convert("L").getextrema()
+        assert hi - lo > 100  # not blank
