@@ -34,6 +34,8 @@ EXPECTED_COUNTS = {
     "t2i-compbench-texture": 300,
     "parti": 1632,
     "cc500": 446,
+    "shapes-dev": 116,
+    "shapes-test": 116,
 }
 
 

@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=generate)
 
     from .bench.cli import add_bench_parser
+    from .mini.cli import add_mini_parser
 
     add_bench_parser(sub, formatter_class=_HelpFormatter)
+    add_mini_parser(sub, formatter_class=_HelpFormatter)
     return parser
 
 

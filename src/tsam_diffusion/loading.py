@@ -1,11 +1,17 @@
 """Loading a diffusers pipeline by hub id, local folder or built-in name, with one clear error."""
 from __future__ import annotations
 
+import json
 import os
+from importlib import import_module
 from typing import Any, Callable
 
 BUILTIN_MODELS: dict[str, Callable[..., Any]] = {}
 """Built-in pipelines that need no download (name -> builder); filled by ``tsam_diffusion.tiny``."""
+
+
+PIPELINE_CLASSES: dict[str, str] = {"TSAMMiniPipeline": "tsam_diffusion.mini.model:TSAMMiniPipeline"}
+"""This package's own pipeline classes, by the ``_class_name`` a saved folder's model_index.json gives."""
 
 
 class ModelLoadError(OSError):
@@ -27,6 +33,14 @@ def load_pipeline(model: str, **kwargs: Any) -> Any:
             f"a hub id, or a built-in name ({', '.join(BUILTIN_MODELS)})"
         )
     try:
+        index = os.path.join(path, "model_index.json")
+        name = None
+        if os.path.isfile(index):
+            with open(index) as f:
+                name = json.load(f).get("_class_name")
+        if name in PIPELINE_CLASSES:
+            module, cls = PIPELINE_CLASSES[name].split(":")
+            return getattr(import_module(module), cls).from_pretrained(path, **kwargs)
         return DiffusionPipeline.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelLoadError(

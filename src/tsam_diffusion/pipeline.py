@@ -97,7 +97,7 @@ class TSAMPipeline:
         cond = adapter.encode_prompt(prompts, negative_prompt, num_images_per_prompt, guidance_scale)
         timesteps, num_inference_steps = retrieve_timesteps(scheduler, num_inference_steps, adapter.device)
         latents = adapter.prepare_latents(len(prompt_index), height, width, generator, latents)
-        extra_step_kwargs = self.pipe.prepare_extra_step_kwargs(generator, 0.0)
+        extra_step_kwargs = adapter.step_kwargs(generator)
 
         # 2. T-SAM: T per prompt (eq. 2-3), the layers read (eq. 6), the update plan and step sizes (eq. 15).
         guidance = None

@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
+from .mini import MiniAdapter
 from .stable_diffusion import StableDiffusionAdapter
 
-ADAPTERS: list[type[ModelAdapter]] = [StableDiffusionAdapter]
+ADAPTERS: list[type[ModelAdapter]] = [StableDiffusionAdapter, MiniAdapter]
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
@@ -14,8 +15,8 @@ def adapter_for(pipe: Any) -> ModelAdapter:
     for adapter in ADAPTERS:
         if adapter.supports(pipe):
             return adapter(pipe)
-    supported = ", ".join(c.__name__ for a in ADAPTERS for c in a.pipeline_classes)
+    supported = ", ".join(a.label for a in ADAPTERS)
     raise TypeError(f"{type(pipe).__name__} is not supported by tsam_diffusion; supported pipelines: {supported}")
 
 
-__all__ = ["ADAPTERS", "Conditioning", "CrossAttentionLayer", "ModelAdapter", "PromptText", "StableDiffusionAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "MiniAdapter", "Conditioning", "CrossAttentionLayer", "ModelAdapter", "PromptText", "StableDiffusionAdapter", "adapter_for"]

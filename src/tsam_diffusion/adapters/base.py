@@ -9,12 +9,19 @@ written against this interface only.
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from diffusers.models.attention_processor import Attention
+
+
+def scheduler_step_kwargs(scheduler: Any, generator: Any, eta: float = 0.0) -> dict[str, Any]:
+    """The optional ``eta``/``generator`` arguments a scheduler's ``step`` takes (as diffusers' pipelines pass them)."""
+    params = inspect.signature(scheduler.step).parameters
+    return {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
 
 
 @dataclass
@@ -52,6 +59,7 @@ class ModelAdapter(ABC):
     """Base class of the model-family adapters; see the module docstring."""
 
     pipeline_classes: ClassVar[tuple[type, ...]] = ()
+    label: ClassVar[str] = ""  # the pipelines it supports, for error messages
     bidirectional: ClassVar[bool] = False  # the text encoder attends both ways (T5): appendix B.2
 
     def __init__(self, pipe: Any) -> None:
@@ -102,6 +110,10 @@ class ModelAdapter(ABC):
     @abstractmethod
     def forward_cond(self, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> None:
         """One denoiser pass on the conditional branch only (its maps are recorded; output unused)."""
+
+    def step_kwargs(self, generator: Any) -> dict[str, Any]:
+        """Extra keyword arguments of ``scheduler.step``."""
+        return scheduler_step_kwargs(self.pipe.scheduler, generator)
 
     @abstractmethod
     def decode(self, latents: torch.Tensor, output_type: str, generator: Any, cond: Conditioning) -> Any: ...

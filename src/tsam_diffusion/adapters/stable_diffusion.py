@@ -28,6 +28,7 @@ def eager_attention(model: torch.nn.Module) -> Iterator[None]:
 
 class StableDiffusionAdapter(ModelAdapter):
     pipeline_classes = (StableDiffusionPipeline,)
+    label = "StableDiffusionPipeline (SD 1.x/2.x)"
     bidirectional = False  # CLIP's text encoder is causal
 
     @property
@@ -78,6 +79,9 @@ class StableDiffusionAdapter(ModelAdapter):
         channels = self.pipe.unet.config.in_channels
         dtype = self.pipe.text_encoder.dtype if self.pipe.text_encoder is not None else self.dtype
         return self.pipe.prepare_latents(batch, channels, height, width, dtype, self.device, generator, latents)
+
+    def step_kwargs(self, generator):
+        return self.pipe.prepare_extra_step_kwargs(generator, 0.0)
 
     def cross_attention_layers(self, height: int, width: int) -> list[CrossAttentionLayer]:
         f = self.pipe.vae_scale_factor

@@ -655,3 +655,13 @@ def tifa_metric(
 register_metric("clip", clip_metric)
 register_metric("clip-text", clip_text_metric)
 register_metric("tifa", tifa_metric)
+
+
+def shapes_metric(device: str = "cpu", **options: Any) -> Metric:
+    """ShapesJudge on ShapesBench images (exact; no weights): ``tsam_diffusion.mini.shapesbench``."""
+    from ..mini.shapesbench import shapes_metric as make
+
+    return make(device, **options)
+
+
+register_metric("shapes", shapes_metric)

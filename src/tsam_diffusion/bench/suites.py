@@ -240,6 +240,12 @@ def _load_cc500(suite: str) -> list[Prompt]:
     return _build(suite, ((None, ln.strip(), {}) for ln in lines if ln.strip()))
 
 
+def _load_shapes(suite: str) -> list[Prompt]:
+    """ShapesBench (``tsam_diffusion.mini.shapesbench``): JSON lines with id, prompt, template, spec."""
+    records = [json.loads(line) for line in _lines(_read(f"shapes/{suite}.jsonl")) if line.strip()]
+    return _build(suite, ((r["id"], r["prompt"], {"template": r["template"], "spec": r["spec"]}) for r in records))
+
+
 def _registry() -> dict[str, SuiteSpec]:
     specs = [
         SuiteSpec("ae-objects", "Attend-and-Excite: two objects, 'a X and a Y' "
@@ -268,6 +274,10 @@ def _registry() -> dict[str, SuiteSpec]:
         SuiteSpec("cc500", "CC-500: two objects with colours, 'a red X and a blue Y' "
                   "(first 446 lines of CC-500.txt; 14 texts appear twice)", 446,
                   partial(_load_cc500, "cc500")),
+        SuiteSpec("shapes-dev", "ShapesBench dev split for tsam-mini (tune here), scored exactly by the "
+                  "'shapes' metric (meta: template, spec)", 116, partial(_load_shapes, "shapes-dev")),
+        SuiteSpec("shapes-test", "ShapesBench test split for tsam-mini (report here; never tune)", 116,
+                  partial(_load_shapes, "shapes-test")),
     ]
     return {s.name: s for s in specs}
 

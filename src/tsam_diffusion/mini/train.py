@@ -1,0 +1,174 @@
+"""``tsam mini train``: train tsam-mini on ShapesWorld; seeded, resumable, logged.
+
+Each step renders a fresh batch of ShapesWorld scenes (templates drawn by ``TRAIN_MIX``; the
+held-out (colour, shape) pairings never appear in training scenes with several objects), drops
+captions for classifier-free guidance, and takes one AdamW step on the epsilon-prediction loss of
+a cosine-schedule DDPM. The frozen text encoder's outputs are cached per caption. A checkpoint
+(model, EMA, optimiser, step, both random generators) is written atomically every
+``checkpoint_every`` steps and at the end; rerunning the same command resumes from it. The EMA
+UNet is saved as a ``TSAMMiniPipeline`` folder in ``OUT/model``.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 8000
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    cfg_dropout: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of ``lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def sample_batch(rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, list[str]]:
+    """``batch_size`` training scenes: images uint8 ``[B, W, W, 3]`` and their captions."""
+    from .world import TRAIN_MIX, render, sample_example
+
+    names = list(TRAIN_MIX)
+    weights = np.array([TRAIN_MIX[n] for n in names], dtype=float)
+    templates = rng.choice(len(names), size=batch_size, p=weights / weights.sum())
+    images, captions = [], []
+    for k in templates:
+        scene, caption, _ = sample_example(rng, names[k], split="train")
+        images.append(render(scene))
+        captions.append(caption)
+    return np.stack(images), captions
+
+
+class CaptionCache:
+    """Frozen text-encoder outputs per caption (``[MAX_TOKENS, 384]`` and the attention mask)."""
+
+    def __init__(self, tokenizer, text_encoder, device) -> None:
+        self.tokenizer, self.text_encoder, self.device = tokenizer, text_encoder, device
+        self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        from .model import MAX_TOKENS
+
+        new = sorted({c for c in captions if c not in self.cache})
+        if new:
+            batch = self.tokenizer(new, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+            mask = batch.attention_mask.to(self.device)
+            with torch.no_grad():
+                hidden = self.text_encoder(batch.input_ids.to(self.device), attention_mask=mask).last_hidden_state
+            for c, h, m in zip(new, hidden, mask):
+                self.cache[c] = (h, m)
+        return torch.stack([self.cache[c][0] for c in captions]), torch.stack([self.cache[c][1] for c in captions])
+
+
+def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu", time_budget_s: float | None = None,
+          stop_after: int | None = None, progress: bool = True) -> Path:
+    """Train (or resume) into ``out``; returns the saved model folder ``out/model``.
+
+    ``time_budget_s`` / ``stop_after`` end this run early (after that long / that many steps), with a
+    checkpoint: the next call continues exactly where it stopped.
+    """
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from tqdm.auto import tqdm
+
+    from .model import TSAMMiniPipeline, build_unet, load_text_encoder, sampling_scheduler
+
+    cfg = cfg or TrainConfig()
+    torch.set_flush_denormal(True)  # tiny values late in training otherwise slow CPU arithmetic several-fold
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "train_log.csv"
+    tokenizer, text_encoder = load_text_encoder(device)
+    unet = build_unet(cfg.seed).to(device).train()
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    noise_schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if {**state["config"], "steps": 0} != {**asdict(cfg), "steps": 0}:
+            raise ValueError(f"{ckpt_path} was trained with {state['config']}; resume with the same settings or another --out")
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+        gen.set_state(state["torch_rng"])
+        step = state["step"]
+    encode = CaptionCache(tokenizer, text_encoder, device)
+    alphas = noise_schedule.alphas_cumprod.to(device)
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "rng": rng.bit_generator.state, "torch_rng": gen.get_state(), "config": asdict(cfg)}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    new_log = not log_path.exists()
+    start, losses, first = time.time(), [], step
+    with open(log_path, "a", newline="") as log_file, tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train") as bar:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "loss", "lr", "seconds"])
+        while step < cfg.steps and (time_budget_s is None or time.time() - start < time_budget_s) \
+                and (stop_after is None or step - first < stop_after):
+            images, captions = sample_batch(rng, cfg.batch_size)
+            captions = ["" if d else c for c, d in zip(captions, rng.random(len(captions)) < cfg.cfg_dropout)]
+            hidden, mask = encode(captions)
+            x0 = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.randint(0, 1000, (x0.shape[0],), generator=gen).to(device)
+            a = alphas[t].view(-1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            pred = unet(xt, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+            loss = F.mse_loss(pred, noise)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), unet.parameters()):
+                    pe.lerp_(p, 1 - cfg.ema_decay)
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                log.writerow([step, f"{np.mean(losses):.5f}", f"{lr_at(step - 1, cfg):.6g}", f"{time.time() - start:.1f}"])
+                log_file.flush()
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                losses = []
+            if step % cfg.checkpoint_every == 0:
+                save_checkpoint()
+    save_checkpoint()
+    model_dir = out / "model"
+    TSAMMiniPipeline(unet=ema, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sampling_scheduler()).save_pretrained(model_dir)
+    return model_dir
