@@ -154,6 +154,30 @@ class _Stop(Exception):
     pass
 
 
+def forward_backward_to_last_read(forward: Callable[[torch.Tensor], Any], read: list[torch.nn.Module], z: torch.Tensor) -> None:
+    """An update's floor: ``forward(x)`` until every module in ``read`` has run, then a backward of
+    their outputs to the latent ``x`` only (no parameter gradients)."""
+    outputs = []
+
+    def stop(module, args, output):
+        outputs.append(output)
+        if len(outputs) == len(read):
+            raise _Stop
+
+    handles = [m.register_forward_hook(stop) for m in read]
+    x = z.clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            forward(x)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.enable_grad():
+        torch.autograd.grad(sum(o.float().square().mean() for o in outputs), x)
+
+
 def floor_pieces(pipe, device: str, reps: int, size: int) -> dict[str, float]:
     """Times of the pieces of the analytic floor, with diffusers' own (SDPA) processors."""
     unet, dtype = pipe.unet, pipe.unet.dtype
@@ -169,26 +193,8 @@ def floor_pieces(pipe, device: str, reps: int, size: int) -> dict[str, float]:
         with torch.no_grad():
             unet(torch.cat([z] * 2), t, encoder_hidden_states=torch.cat([emb] * 2))
 
-    def partial_fb() -> None:  # forward until every layer read has run, backward to the latent only
-        outputs = []
-
-        def stop(module, args, output):
-            outputs.append(output)
-            if len(outputs) == len(read):
-                raise _Stop
-
-        handles = [m.register_forward_hook(stop) for m in read]
-        x = z.clone().requires_grad_(True)
-        try:
-            with torch.enable_grad():
-                unet(x, t, encoder_hidden_states=emb)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        with torch.enable_grad():
-            torch.autograd.grad(sum(o.float().square().mean() for o in outputs), x)
+    def partial_fb() -> None:
+        forward_backward_to_last_read(lambda x: unet(x, t, encoder_hidden_states=emb), read, z)
 
     def full_fb() -> None:
         x = z.clone().requires_grad_(True)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tsam_diffusion import TSAMConfig
 from tsam_diffusion.bench.db import ConfigConflict, RunDB
 from tsam_diffusion.bench.run import BenchError, parse_methods, parse_seeds, plan, run_benchmark
 from tsam_diffusion.bench.suites import load_prompts_file, load_suite
@@ -29,9 +30,18 @@ def prompts(tmp_path):
 def test_parse_methods_and_seeds():
     ms = parse_methods("vanilla,tsam,tsam:sd-ae")
     assert [m.name for m in ms] == ["vanilla", "tsam", "tsam:sd-ae"]
-    assert ms[0].tsam is None and ms[1].tsam.alpha == 40.0 and ms[2].tsam.refinement_iterations == 20
-    with pytest.raises(ValueError, match="valid methods: vanilla, tsam, tsam:sd-ae, tsam:sd-tifa"):
+    assert ms[0].tsam is None and ms[2].tsam.refinement_iterations == 20
+    assert ms[1].resolve("sd-tifa").tsam == TSAMConfig.preset("sd-tifa")  # bare tsam: the model's own preset
+    with pytest.raises(ValueError, match="valid methods: vanilla, tsam, .*tsam:sd-ae, tsam:sd-tifa"):
         parse_methods("vanilla,tsam:nope")
+    # overrides in brackets: a sweep in one run
+    a, b = parse_methods("tsam:sd-ae[alpha=5;gamma=2;refinement_steps=0+10;update_steps=0-3],tsam[alpha=3]")
+    assert a.tsam == TSAMConfig.preset("sd-ae", alpha=5.0, gamma=2.0, refinement_steps=(0, 10), update_steps=(0, 1, 2, 3))
+    assert b.name == "tsam[alpha=3]" and b.resolve("sd-tifa").tsam == TSAMConfig.preset("sd-tifa", alpha=3.0)
+    for bad, why in (("tsam[beta=1]", "KEY=VALUE"), ("tsam[alpha=x]", "bad value"), ("tsam[center_maps=maybe]", "bad value"),
+                     ("tsam[alpha=-1]", "alpha must be")):
+        with pytest.raises(ValueError, match=why):
+            parse_methods(bad)
     assert parse_seeds("0-3,10,2") == [0, 1, 2, 3, 10]
     for bad in ("", "a", "5-2", "1-"):
         with pytest.raises(ValueError):
@@ -60,6 +70,9 @@ def test_run_resume_and_pairing(tsam_pipe, prompts, tmp_path):
     assert all(r["updates"] >= 1 and r["loss_first"] is not None for r in tsam_rows)
     assert {(r["prompt_id"], r["seed"]) for r in tsam_rows} == {(r["prompt_id"], r["seed"]) for r in rows if r["method"] == "vanilla"}
     assert rows[0]["versions"]["tsam-diffusion"] and rows[0]["model"] == "tiny-sd"
+    # a bare `tsam` is the model's own preset; each row records the sampling values used
+    assert tsam_rows[0]["config"]["tsam"]["name"] == "sd-tifa" and RunDB(out).methods()["tsam"]["tsam"]["name"] == "sd-tifa"
+    assert {(r["config"]["num_inference_steps"], r["config"]["guidance_scale"]) for r in rows} == {(2, 7.5)}
     # rerun: nothing to do; a lost image and a half-written temporary file: exactly one redone
     assert run_benchmark(prompts, methods, [0, 1], out, batch_size=2, pipeline=tsam_pipe, **GEN)["made"] == 0
     lost = out / rows[3]["image"]

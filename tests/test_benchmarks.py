@@ -19,3 +19,50 @@ def test_speed_benchmark_runs_and_reports(tmp_path):
     assert methods["sd-tifa"]["floor_s"] == pytest.approx(methods["reference"]["median_s"] + report["pieces_s"]["partial_fwd_bwd_b1"])
     assert set(report["loss_ms"]) == {"16x16", "64x64"}
     assert (tmp_path / "s.json").exists()
+
+
+def _shapes_run(tmp_path, table):
+    """A run database with shapes scores: table = {method: (config, [(template, prompt_id, seed, whole)])}."""
+    from tsam_diffusion.bench.db import RunDB
+
+    db = RunDB(tmp_path)
+    db.claim_settings({"model": "x"})
+    for method, (config, rows) in table.items():
+        db.claim_method(method, config)
+        db.add_images([{"job_id": f"{p}/s{s}/{method}", "suite": "d", "prompt_id": p, "prompt": "p", "prompt_meta": {"template": t},
+                        "seed": s, "method": method, "config": config, "image": "x.png", "model": "x", "versions": {},
+                        "seconds": 0.0, "created": 0.0, "loss_first": None, "loss_last": None, "updates": 0, "skipped": 0,
+                        "diagnostics": {}} for t, p, s, _ in rows])
+        db.add_scores("shapes", {f"{p}/s{s}/{method}": {"whole": w, "presence": w, f"whole@{t}": w} for t, p, s, w in rows})
+    return tmp_path
+
+
+def test_select_preset_rule_uses_paired_differences_and_the_single_object_limit(tmp_path):
+    import select_preset
+
+    def rows(single, multi):  # 10 single-object and 10 multi-object images
+        return [("one", f"o{k}", 0, float(k < single)) for k in range(10)] + [("two-attr", f"t{k}", 0, float(k < multi)) for k in range(10)]
+
+    cfg = lambda a: {"tsam": {"alpha": a}}  # noqa: E731
+    run = _shapes_run(tmp_path, {"vanilla": ({"tsam": None}, rows(10, 3)),
+                                 "tsam[alpha=1]": (cfg(1.0), rows(10, 4)),      # +0.1 multi, single kept
+                                 "tsam[alpha=9]": (cfg(9.0), rows(7, 8)),       # +0.5 multi, -0.3 single: excluded by the rule
+                                 "tsam[alpha=2]": (cfg(2.0), rows(10, 4)[:15])})  # cut short: same paired difference as alpha=1
+    rates = select_preset.method_rates(str(run))
+    assert rates["tsam[alpha=1]"]["multi/whole - vanilla"][0] == pytest.approx(0.1)
+    assert rates["tsam[alpha=2]"]["n_multi"] == 5 and rates["tsam[alpha=2]"]["multi/whole - vanilla"][0] == pytest.approx(0.2)
+    assert select_preset.choose(rates) == "tsam[alpha=2]"  # best paired multi-object gain within the single-object limit
+    assert select_preset.best_tsam(rates) == "tsam[alpha=9]"
+    rates.pop("tsam[alpha=2]")
+    assert select_preset.choose(rates) == "tsam[alpha=1]"
+
+
+def test_speed_mini_benchmark_runs_and_reports(tmp_path):
+    import speed_mini
+
+    report = speed_mini.main(["--batch-sizes", "1", "--reps", "1", "--json", str(tmp_path / "m.json")])
+    rows = report["batches"][1]["methods"]
+    assert rows["mini"]["update_passes"] == 13 and rows["reference"]["update_passes"] == 0  # steps 0..12 of 25
+    assert rows["none"]["sampling_passes"] == rows["mini"]["sampling_passes"] == 25
+    assert rows["mini"]["floor_s"] == pytest.approx(rows["reference"]["median_s"] + 13 * report["batches"][1]["partial_fwd_bwd_s"])
+    assert report["main_command_s"] > 0 and (tmp_path / "m.json").exists()

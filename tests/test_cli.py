@@ -1,4 +1,5 @@
-"""The ``tsam`` command line, on the built-in tiny-sd model with 4 steps."""
+"""The ``tsam`` command line: on the built-in tiny-sd (Stable Diffusion) with 4 steps, and on the
+default model, the bundled tsam-mini, with its own defaults."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ SLUG = "a-black-car-and-a-white-clock"
 
 
 def gen(tmp_path, *extra):
-    return main(["generate", PROMPT, "--steps", "4", "--out", str(tmp_path), *extra])
+    return main(["generate", PROMPT, "--model", "tiny-sd", "--steps", "4", "--out", str(tmp_path), *extra])
 
 
 def test_version(capsys):
@@ -25,10 +26,11 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"tsam-diffusion {tsam_diffusion.__version__}"
 
 
-def test_generate_help_mentions_tiny_sd(capsys, monkeypatch):
+def test_generate_help_names_the_models(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "60")  # narrow: hyphenated names must still not be split
     assert main(["generate", "--help"]) == 0
     out = capsys.readouterr().out
+    assert "(default: tsam-mini)" in " ".join(out.split())
     assert "tiny-sd" in out and "stable-diffusion-v1-5/stable-diffusion-v1-5" in out
 
 
@@ -111,11 +113,28 @@ def test_bad_argparse_value(tmp_path, capsys):
 
 def test_entry_point_subprocess(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
-    ok = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "a cat and a dog", "--steps", "4",
-                         "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    ok = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "a cat and a dog", "--model", "tiny-sd",
+                         "--steps", "4", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "a-cat-and-a-dog_seed0_tsam.png").is_file()
     assert str(tmp_path / "a-cat-and-a-dog_seed0_tsam.png") in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "x", "--model", "./nope"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_readme_main_command_on_the_default_model(tmp_path, capsys):
+    """README's main command: the bundled tsam-mini, its preset, steps and scale, T-SAM and baseline side by side."""
+    prompt, slug = "a red circle and a blue square", "a-red-circle-and-a-blue-square"
+    assert main(["generate", prompt, "--compare", "--save-maps", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert tsam_diffusion.tiny.TINY_NOTE not in captured.err
+    stem = tmp_path / f"{slug}_seed0"
+    summary = json.loads(open(f"{stem}_diagnostics.json").read())
+    assert summary["model"] == "tsam-mini" and summary["config"]["name"] == "mini"
+    assert summary["num_inference_steps"] == 25 and summary["guidance_scale"] == 4.0
+    assert summary["tokens"] == ["a", "red", "circle", "and", "a", "blue", "square"] and summary["updates"] >= 1
+    with Image.open(f"{stem}_tsam.png") as a, Image.open(f"{stem}_baseline.png") as b:
+        assert a.size == b.size == (32, 32) and a.tobytes() != b.tobytes()
+    for kind in ("compare", "T", "S_first", "S_last", "maps_first", "maps_last"):
+        assert f"{stem}_{kind}.png" in captured.out.split()

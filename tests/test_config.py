@@ -62,6 +62,7 @@ def test_enabled():
         ("normalize", "rows"),
         ("step_size_schedule", "cosine"),
         ("reference_steps", 0),
+        ("center_maps", "yes"),
     ],
 )
 def test_bad_values_name_the_field(field, value):

@@ -23,7 +23,7 @@ def ref_text_attention(attn, keep, bidirectional, gamma):
     return torch.tensor(out)
 
 
-def ref_similarity(A, h, w, sigma, ks, normalize):
+def ref_similarity(A, h, w, sigma, ks, normalize, center=False):
     M, n = A.shape
     a = A.double().tolist()
     maps = [[[a[y * w + x][k] for x in range(w)] for y in range(h)] for k in range(n)]
@@ -45,11 +45,15 @@ def ref_similarity(A, h, w, sigma, ks, normalize):
         maps = [[[sum(kern[dy][dx] * m[refl(y + dy - p, h)][refl(x + dx - p, w)] for dy in range(ks) for dx in range(ks))
                   for x in range(w)] for y in range(h)] for m in maps]
     flat = [[v for row in m for v in row] for m in maps]
+    if center:
+        flat = [[v - sum(f) / len(f) for v in f] for f in flat]
     C = [[0.0] * n for _ in range(n)]
     for i in range(n):
         for j in range(n):
             dot = sum(x * y for x, y in zip(flat[i], flat[j]))
             C[i][j] = dot / (math.sqrt(sum(x * x for x in flat[i])) * math.sqrt(sum(y * y for y in flat[j])))
+            if center:
+                C[i][j] = (1.0 + C[i][j]) / 2
     S = [[0.0] * n for _ in range(n)]
     for i in range(n):
         if normalize == "full":
@@ -131,13 +135,14 @@ def test_gaussian_kernel_is_attend_and_excite_kernel():
     torch.testing.assert_close(gaussian_kernel(3, 0.5), torch.outer(w, w) / torch.outer(w, w).sum())
 
 
+@pytest.mark.parametrize("center", [False, True])
 @pytest.mark.parametrize("normalize", ["causal", "full"])
 @pytest.mark.parametrize("sigma,ks", [(0.5, 3), (1.0, 5), (0.0, 3), (0.5, 1)])
-def test_similarity_matches_reference(normalize, sigma, ks):
+def test_similarity_matches_reference(normalize, sigma, ks, center):
     h, w, n = 6, 5, 4
     A = random_maps((h * w, n), seed=5)
-    got = similarity_matrix(A, h, w, sigma=sigma, kernel_size=ks, normalize=normalize)
-    torch.testing.assert_close(got, ref_similarity(A, h, w, sigma, ks, normalize).float(), rtol=1e-5, atol=1e-6)
+    got = similarity_matrix(A, h, w, sigma=sigma, kernel_size=ks, normalize=normalize, center=center)
+    torch.testing.assert_close(got, ref_similarity(A, h, w, sigma, ks, normalize, center).float(), rtol=1e-5, atol=1e-6)
     if normalize == "causal":
         assert torch.equal(got, torch.tril(got))
         assert torch.allclose(got.sum(-1), torch.ones(n))
@@ -158,6 +163,23 @@ def test_similarity_of_identical_and_disjoint_maps():
     S = similarity_matrix(A, 4, 4, sigma=0, normalize="full")
     torch.testing.assert_close(S[1], torch.tensor([0.5, 0.5, 0.0]))
     torch.testing.assert_close(S[2], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_centred_similarity_sees_patterns_on_a_uniform_level():
+    """Maps = a large uniform level + a small pattern: eq. 7's cosine is ~1 for every pair (and flat),
+    the centred one compares the patterns (two maps share one, the third has the opposite)."""
+    pattern = torch.zeros(16)
+    pattern[:8] = 1.0
+    A = 1.0 + 0.01 * torch.stack([pattern, pattern, 1 - pattern], dim=-1)
+    plain = similarity_matrix(A, 4, 4, sigma=0, normalize="full")
+    torch.testing.assert_close(plain, torch.full((3, 3), 1 / 3), atol=1e-4, rtol=0)
+    centred = similarity_matrix(A, 4, 4, sigma=0, normalize="full", center=True)  # C = (1 + r) / 2: r = 1, 1, -1
+    torch.testing.assert_close(centred, torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
+    # with random small patterns the centred loss has a usable gradient where the plain one is almost flat
+    T = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    B = (1.0 + 0.01 * torch.rand(16, 3, generator=torch.Generator().manual_seed(3))).requires_grad_(True)
+    grads = [torch.autograd.grad(tsam_loss(T, similarity_matrix(B, 4, 4, sigma=0, center=c)), B)[0].norm() for c in (False, True)]
+    assert grads[1] > 20 * grads[0]
 
 
 def test_similarity_rejects_wrong_size():

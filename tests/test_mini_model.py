@@ -83,3 +83,35 @@ def test_training_resumes_exactly(tmp_path):
     assert log[0] == "step,loss,lr,seconds" and [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]
     with pytest.raises(ValueError, match="resume with the same settings"):
         train(tmp_path / "b", TrainConfig(steps=4, batch_size=8), progress=False)
+
+
+def test_train_command_stops_after_and_resumes(tmp_path, capsys):
+    from tsam_diffusion.cli import main
+
+    args = ["mini", "train", "--out", str(tmp_path), "--steps", "3", "--batch-size", "2"]
+    assert main([*args, "--stop-after", "2"]) == 0
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert main(args) == 0
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert main(["mini", "train", "--out", str(tmp_path), "--steps", "0"]) == 2
+
+
+def test_bundled_model_is_small_float16_on_disk_and_draws_single_objects():
+    """The shipped tsam-mini: <= 20 MB, loads as float32 with its own defaults, and draws the named
+    shape in the named colour (judged exactly) for most single-object prompts."""
+    from tsam_diffusion.mini.judge import judge
+    from tsam_diffusion.mini.model import bundled_dir
+
+    files = [f for f in bundled_dir().rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 20 * 2**20
+    tsam = TSAMPipeline.from_pretrained("tsam-mini")
+    assert tsam.pipe.unet.dtype == torch.float32
+    assert (tsam.adapter.default_preset, tsam.adapter.default_steps, tsam.adapter.default_guidance_scale) == ("mini", 25, 4.0)
+    prompts = ["a red circle", "a green square", "a blue triangle", "a yellow cross", "a purple circle", "an orange square",
+               "a white triangle"]
+    out = tsam(prompts, tsam=None, num_images_per_prompt=2, generator=[gen(s) for s in range(14)], output_type="np")
+    images = np.round(out.images * 255).astype(np.uint8)
+    whole = [judge(img, prompts[k // 2]).whole for k, img in enumerate(images)]
+    assert sum(whole) >= 11, whole
+    with pytest.raises(ValueError, match="32x32 images only"):
+        tsam("a red circle", height=64, width=64)

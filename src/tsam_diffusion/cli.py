@@ -1,6 +1,6 @@
 """The ``tsam`` command: generate images with T-SAM guidance from the shell.
 
-    tsam generate "a black car and a white clock" --compare --save-maps
+    tsam generate "a red circle and a blue square" --compare --save-maps
     tsam generate "a cat and a dog" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --seed 0 1 2
 """
 from __future__ import annotations
@@ -14,16 +14,17 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "tiny-sd"
+DEFAULT_MODEL = "tsam-mini"
 DTYPES = ("float32", "float16", "bfloat16")
 SLUG_MAX = 60
 
 _MODEL_HELP = (
     "hub id or local folder of a diffusers text-to-image pipeline (default: %(default)s). "
-    "tiny-sd is a built-in random, untrained model for smoke tests: it needs no download and its "
-    "images are not meaningful. For real use pass e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 "
-    "or a folder written by save_pretrained; without network access the weights must already be "
-    "present locally (Hugging Face cache or a local folder)."
+    "tsam-mini is the bundled model: trained on ShapesWorld (coloured circles, squares, triangles "
+    "and crosses, 32x32), it runs offline on a CPU in seconds. tiny-sd is a built-in random, "
+    "untrained Stable Diffusion for smoke tests. For real use pass e.g. "
+    "stable-diffusion-v1-5/stable-diffusion-v1-5 or a folder written by save_pretrained; without "
+    "network access the weights must already be present locally (Hugging Face cache or a local folder)."
 )
 
 
@@ -41,7 +42,6 @@ class _HelpFormatter(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tsam`` and its subcommands."""
     from . import PRESETS, __version__
-    from .config import DEFAULT_PRESET
 
     parser = argparse.ArgumentParser(
         prog="tsam", description="T-SAM: text self-attention maps guide text-to-image diffusion models.",
@@ -53,12 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate", help="generate images for a prompt with T-SAM guidance",
         description="Generate images for PROMPT with T-SAM guidance (and optionally the unguided baseline). "
-                    f"The default model, {DEFAULT_MODEL}, is a built-in random model for smoke tests only.",
+                    f"The default model, {DEFAULT_MODEL}, is the small bundled ShapesWorld model (offline, CPU).",
         formatter_class=_HelpFormatter)
     g.add_argument("prompt", metavar="PROMPT", help="the text prompt")
     g.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_PATH", help=_MODEL_HELP)
     g.add_argument("--seed", type=int, nargs="+", default=[0], metavar="N", help="one or more seeds, one image each (default: 0)")
-    g.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="T-SAM preset from the paper (default: %(default)s)")
+    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, mini for tsam-mini)")
     g.add_argument("--alpha", type=float, default=None, metavar="A", help="override the preset's step size alpha")
     g.add_argument("--gamma", type=float, default=None, metavar="G", help="override the preset's exponent gamma")
     add_generation_options(g)
@@ -82,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     """The sampling options shared by ``tsam generate`` and ``tsam bench run``."""
-    parser.add_argument("--steps", type=int, default=50, metavar="N", help="denoising steps (default: %(default)s)")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, metavar="G", help="classifier-free guidance scale (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="denoising steps (default: the model's: 50 for Stable Diffusion, 25 for tsam-mini)")
+    parser.add_argument("--guidance-scale", type=float, default=None, metavar="G",
+                        help="classifier-free guidance scale (default: the model's: 7.5 for Stable Diffusion, 4 for tsam-mini)")
     parser.add_argument("--height", type=int, default=None, metavar="H", help="image height (default: the model's)")
     parser.add_argument("--width", type=int, default=None, metavar="W", help="image width (default: the model's)")
     parser.add_argument("--device", default="auto", metavar="D", help="torch device; auto (default) = cuda if available, else mps, else cpu")
@@ -145,7 +148,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """Fail fast (ValueError) on arguments the pipeline would reject, before loading a model."""
     if not args.prompt.strip():
         raise ValueError("the prompt is empty or whitespace only; give a text to generate from")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     for name in ("height", "width"):
         value = getattr(args, name)
@@ -180,7 +183,7 @@ def generate(args: argparse.Namespace) -> int:
 
     _check_args(args)
     overrides = {k: v for k, v in (("alpha", args.alpha), ("gamma", args.gamma)) if v is not None}
-    config = None if args.no_tsam else TSAMConfig.preset(args.preset, **overrides)
+    TSAMConfig(**overrides)  # a bad --alpha/--gamma fails before the model loads
     device = resolve_device(args.device)
     _check_device(device)
     dtype = resolve_dtype(args.dtype, device)
@@ -189,10 +192,14 @@ def generate(args: argparse.Namespace) -> int:
         print(TINY_NOTE, file=sys.stderr)
 
     pipe = TSAMPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device)
+    preset = args.preset or pipe.adapter.default_preset
+    config = None if args.no_tsam else TSAMConfig.preset(preset, **overrides)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     slug = slugify(args.prompt)
-    call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, height=args.height,
+    steps = pipe.adapter.default_steps if args.steps is None else args.steps
+    scale = pipe.adapter.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
+    call = dict(num_inference_steps=steps, guidance_scale=scale, height=args.height,
                 width=args.width, negative_prompt=args.negative_prompt)
 
     def run(seed: int, tsam: TSAMConfig | None):
@@ -218,14 +225,14 @@ def generate(args: argparse.Namespace) -> int:
         _write_json(diag_path, {
             "prompt": args.prompt, "seed": seed, "model": args.model, "config": d.config,
             "tokens": d.tokens[0] if d.tokens else [], **d.summary(),
-            "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
+            "num_inference_steps": steps, "guidance_scale": scale,
             "negative_prompt": args.negative_prompt, "height": tsam_image.height, "width": tsam_image.width,
         })
         print(diag_path)
         if args.compare:
             baseline = run(seed, None).images[0]
             save(baseline, f"{stem}_baseline.png")
-            label = f"T-SAM ({args.preset}, alpha={_fmt(config.alpha)}, gamma={_fmt(config.gamma)})"
+            label = f"T-SAM ({preset}, alpha={_fmt(config.alpha)}, gamma={_fmt(config.gamma)})"
             panel = viz.side_by_side([baseline, tsam_image], ["baseline (no guidance)", label],
                                      title=args.prompt, footer=TINY_NOTE if is_tiny else None)
             save(panel, f"{stem}_compare.png")

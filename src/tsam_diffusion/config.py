@@ -12,10 +12,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Section 5 / appendix B.2, SD v1.5 on the Attend-and-Excite prompts: plus 20 refinement
     # iterations at steps 0, 10 and 20.
     "sd-ae": dict(alpha=10.0, gamma=2.0, refinement_steps=(0, 10, 20), refinement_iterations=20),
+    # The bundled tsam-mini (25 DDIM steps): the best T-SAM configuration of a shapes-dev sweep
+    # (docs/tsam-mini.md); never tuned on shapes-test. Its maps are nearly uniform, so S is centred.
+    "mini": dict(alpha=3.0, gamma=2.0, center_maps=True),
 }
-"""Paper presets, written for a 50-step schedule (see ``TSAMConfig.schedule``)."""
-
-DEFAULT_PRESET = "sd-tifa"
+"""Presets, written for a 50-step schedule (see ``TSAMConfig.schedule``). Each model family names
+its default one (``ModelAdapter.default_preset``)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class TSAMConfig:
             for SD at 512px.
         loss: ``"l1"`` (eq. 14) or ``"cosine"`` (the authors' released code).
         normalize: normalisation of ``S``: ``"causal"`` (rows over ``j <= i``, like ``T``) or ``"full"``.
+        center_maps: not in the paper: compare the maps' spatial patterns (``(1 + r) / 2`` with
+            ``r`` their correlation) instead of eq. 7's plain cosine, for models whose maps are
+            nearly uniform (``functional.similarity_matrix``'s ``center``).
         layers: explicit names of the cross-attention modules to read (overrides ``M``).
         checkpointing: gradient checkpointing of the update pass (less memory, about one more
             partial forward of time per update), for memory-bound GPUs.
@@ -59,6 +64,7 @@ class TSAMConfig:
     M: int = 256
     loss: Literal["l1", "cosine"] = "l1"
     normalize: Literal["causal", "full"] = "causal"
+    center_maps: bool = False
     layers: tuple[str, ...] | None = None
     checkpointing: bool = False
     reference_steps: int = 50
@@ -83,6 +89,7 @@ class TSAMConfig:
             ("M", self.M > 0 and math.isqrt(self.M) ** 2 == self.M, "must be a perfect square (e.g. 256 = 16x16)"),
             ("loss", self.loss in ("l1", "cosine"), "must be 'l1' or 'cosine'"),
             ("normalize", self.normalize in ("causal", "full"), "must be 'causal' or 'full'"),
+            ("center_maps", isinstance(self.center_maps, bool), "must be True or False"),
             ("reference_steps", self.reference_steps >= 1, "must be >= 1"),
         ]
         for name, ok, why in checks:

@@ -92,6 +92,7 @@ def similarity_matrix(
     sigma: float = 0.5,
     kernel_size: int = 3,
     normalize: Literal["causal", "full"] = "causal",
+    center: bool = False,
 ) -> Tensor:
     """``S`` from averaged cross-attention maps (eq. 6-7).
 
@@ -101,6 +102,11 @@ def similarity_matrix(
         normalize: ``"causal"``: ``S_ij = C_ij / sum_{k<=i} C_ik`` for ``j <= i``, 0 above the diagonal
             (each row of S has the support of the row of T it is compared with); ``"full"``:
             ``S_ij = C_ij / sum_k C_ik``, eq. 7 as printed.
+        center: not in the paper (off by default): ``C_ij = (1 + r_ij) / 2`` with ``r_ij`` the cosine
+            of the maps minus their spatial means (their Pearson correlation), so 1 for the same
+            pattern, 1/2 for unrelated ones, 0 for opposite ones. For models whose maps are a large
+            uniform level plus a small spatial pattern, eq. 7's cosine is about 1 for every pair and
+            flat in the pattern, so the loss has almost no gradient; centring compares the patterns.
 
     Returns:
         ``[..., n, n]``.
@@ -110,8 +116,12 @@ def similarity_matrix(
         raise ValueError(f"A has {m} queries but height * width = {height} * {width} = {height * width}")
     maps = A.float().transpose(-1, -2).reshape(*batch, n, height, width)
     maps = smooth_maps(maps, sigma=sigma, kernel_size=kernel_size).flatten(-2)  # [..., n, M]
+    if center:
+        maps = maps - maps.mean(dim=-1, keepdim=True)
     unit = maps / maps.norm(dim=-1, keepdim=True).clamp_min(_EPS)
     C = unit @ unit.transpose(-1, -2)  # eq. 7: cosine similarity of the maps
+    if center:
+        C = (1.0 + C) / 2
     if normalize == "full":
         return C / C.sum(dim=-1, keepdim=True).clamp_min(_EPS)
     if normalize != "causal":

@@ -107,7 +107,8 @@ class TSAMGuidance:
             self.recorder.run(lambda: self.adapter.forward_cond(z, t, cond))
             A = self.recorder.mean()  # eq. 6: [B, M, s]
             A = A.gather(-1, self.keep[:, None, :].expand(-1, A.shape[1], -1)) * self.token_mask[:, None, :]
-            S = similarity_matrix(A, *self.map_size, sigma=cfg.sigma, kernel_size=cfg.kernel_size, normalize=cfg.normalize)  # eq. 7
+            S = similarity_matrix(A, *self.map_size, sigma=cfg.sigma, kernel_size=cfg.kernel_size, normalize=cfg.normalize,
+                                  center=cfg.center_maps)  # eq. 7
             loss = tsam_loss(self.T, S, variant=cfg.loss, lengths=self.lengths)  # eq. 14
             grad = self._latent_gradient(loss, z)
 

@@ -18,7 +18,7 @@ import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 from .adapters import adapter_for
-from .config import DEFAULT_PRESET, TSAMConfig
+from .config import TSAMConfig
 from .diagnostics import Diagnostics
 from .functional import step_sizes
 from .guidance import TSAMGuidance
@@ -68,8 +68,8 @@ class TSAMPipeline:
         prompt: str | list[str],
         *,
         tsam: TSAMConfig | str | None = "default",
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -78,9 +78,16 @@ class TSAMPipeline:
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
     ) -> TSAMOutput:
-        """Generate images; ``tsam`` is a ``TSAMConfig``, a preset name, ``"default"`` or ``None`` (plain sampling)."""
+        """Generate images; ``tsam`` is a ``TSAMConfig``, a preset name, ``"default"`` or ``None`` (plain sampling).
+
+        ``"default"``, and ``None`` for ``num_inference_steps`` and ``guidance_scale``, take the model
+        family's own values (``adapter.default_preset`` etc.: 50 steps, scale 7.5 and ``sd-tifa`` for
+        Stable Diffusion; 25 steps, scale 4 and ``mini`` for tsam-mini).
+        """
         prompts = _check_prompts(prompt)
-        config = _resolve_config(tsam)
+        config = _resolve_config(tsam, self.adapter.default_preset)
+        num_inference_steps = self.adapter.default_steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = self.adapter.default_guidance_scale if guidance_scale is None else guidance_scale
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if num_images_per_prompt < 1:
@@ -143,11 +150,11 @@ def _check_prompts(prompt: str | list[str]) -> list[str]:
     return prompts
 
 
-def _resolve_config(tsam: TSAMConfig | str | None) -> TSAMConfig | None:
+def _resolve_config(tsam: TSAMConfig | str | None, default_preset: str) -> TSAMConfig | None:
     if tsam is None or isinstance(tsam, TSAMConfig):
         return tsam
     if isinstance(tsam, str):
-        return TSAMConfig.preset(DEFAULT_PRESET if tsam == "default" else tsam)
+        return TSAMConfig.preset(default_preset if tsam == "default" else tsam)
     raise TypeError(f"tsam must be a TSAMConfig, a preset name or None, got {type(tsam).__name__}")
 
 

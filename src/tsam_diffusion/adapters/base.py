@@ -61,6 +61,11 @@ class ModelAdapter(ABC):
     pipeline_classes: ClassVar[tuple[type, ...]] = ()
     label: ClassVar[str] = ""  # the pipelines it supports, for error messages
     bidirectional: ClassVar[bool] = False  # the text encoder attends both ways (T5): appendix B.2
+    # What a caller gets when it names none: the T-SAM preset (``tsam="default"``, ``tsam generate``),
+    # denoising steps and classifier-free guidance scale the family is meant to be sampled with.
+    default_preset: ClassVar[str] = "sd-tifa"
+    default_steps: ClassVar[int] = 50
+    default_guidance_scale: ClassVar[float] = 7.5
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe

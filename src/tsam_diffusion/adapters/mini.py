@@ -11,6 +11,9 @@ from .unet import unet_cross_attention_layers
 class MiniAdapter(ModelAdapter):
     label = "TSAMMiniPipeline (tsam-mini)"
     bidirectional = True  # BERT attends both ways: appendix B.2's tril((T' + T'^T) / 2)
+    default_preset = "mini"  # tuned on shapes-dev (docs/tsam-mini.md)
+    default_steps = 25
+    default_guidance_scale = 4.0
 
     @classmethod
     def supports(cls, pipe) -> bool:
@@ -47,6 +50,9 @@ class MiniAdapter(ModelAdapter):
         return Conditioning(cond=cond, embeds=embeds, extra={"mask": mask, "cond_mask": cond_mask})
 
     def prepare_latents(self, batch, height, width, generator, latents):
+        if (height, width) != self.default_size():
+            raise ValueError(f"tsam-mini draws {self.default_size()[0]}x{self.default_size()[1]} images only, got {height}x{width}; "
+                             "leave height and width unset")
         return self.pipe.prepare_latents(batch, generator, latents)
 
     def cross_attention_layers(self, height: int, width: int) -> list[CrossAttentionLayer]:

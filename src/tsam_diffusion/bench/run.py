@@ -12,14 +12,17 @@ Every method sees the same seeds, so images are paired: the same initial noise f
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..config import DEFAULT_PRESET, PRESETS, TSAMConfig
+from ..config import PRESETS, TSAMConfig
 from .db import RunDB
 from .suites import Prompt
 
@@ -28,14 +31,25 @@ class BenchError(RuntimeError):
     """A benchmark run cannot go on (bad input, unwritable output); the message says what to do."""
 
 
+DEFAULT = "default"  # ``Method.tsam`` of a bare ``tsam``: the model's own preset, known once it is loaded
+
+
 @dataclass(frozen=True)
 class Method:
     """A generation method: ``vanilla`` (no guidance) or T-SAM with a preset (``tsam``, ``tsam:sd-ae``)."""
 
     name: str
-    tsam: TSAMConfig | None
+    tsam: TSAMConfig | str | None  # DEFAULT[:overrides as JSON] until ``resolve`` names the model's preset
+
+    def resolve(self, default_preset: str) -> "Method":
+        if not (isinstance(self.tsam, str) and self.tsam.startswith(DEFAULT)):
+            return self
+        overrides = json.loads(self.tsam.removeprefix(DEFAULT).removeprefix(":") or "{}")
+        return Method(self.name, TSAMConfig.preset(default_preset, **overrides))
 
     def config(self) -> dict[str, Any]:
+        if isinstance(self.tsam, str):
+            raise ValueError(f"method {self.name!r} is not resolved to a preset yet")
         return {"tsam": None if self.tsam is None else self.tsam.to_dict()}
 
 
@@ -43,16 +57,84 @@ def method_names() -> list[str]:
     return ["vanilla", "tsam"] + [f"tsam:{p}" for p in sorted(PRESETS)]
 
 
+_OVERRIDABLE = {f.name: f.type for f in dataclasses.fields(TSAMConfig) if f.name not in ("name", "layers")}
+
+
+def _override_value(key: str, text: str) -> Any:
+    """``alpha=5`` -> 5.0; ``update_steps=0-24`` or ``0+10+20`` -> a tuple; ``loss_threshold=none`` -> None."""
+    kind = str(_OVERRIDABLE[key])
+    if text.lower() == "none":
+        return None
+    if "tuple" in kind:
+        steps: list[int] = []
+        for part in filter(None, text.split("+")):
+            a, _, b = part.partition("-")
+            steps += list(range(int(a), int(b or a) + 1))
+        return tuple(steps)
+    if kind.startswith("bool"):
+        flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in flags:
+            raise ValueError(text)
+        return flags[text.lower()]
+    if kind.startswith("int"):
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
+    return text
+
+
+def _parse_overrides(name: str, body: str) -> dict[str, Any]:
+    overrides = {}
+    for item in filter(None, (x.strip() for x in body.split(";"))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in _OVERRIDABLE:
+            raise ValueError(f"method {name!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(_OVERRIDABLE)}")
+        try:
+            overrides[key] = _override_value(key, value.strip())
+        except ValueError:
+            raise ValueError(f"method {name!r}: bad value in {item!r}") from None
+    return overrides
+
+
+def _split_methods(spec: str) -> list[str]:
+    """Split on commas outside ``[...]``."""
+    parts, depth, cur = [], 0, ""
+    for ch in spec:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p.strip() for p in [*parts, cur] if p.strip()]
+
+
 def parse_methods(spec: str) -> list[Method]:
-    """``"vanilla,tsam,tsam:sd-ae"`` -> methods; ``tsam`` alone is the default preset."""
+    """``"vanilla,tsam,tsam:sd-ae"`` -> methods; ``tsam`` alone is the model's default preset.
+
+    A T-SAM method may override fields of its preset in brackets, separated by ``;``:
+    ``tsam:mini[alpha=5;gamma=2]``, ``tsam[update_steps=0-9;refinement_steps=0+10]`` (a sweep).
+    """
     methods = []
-    for name in (s.strip() for s in spec.split(",") if s.strip()):
+    for name in _split_methods(spec):
+        m = re.fullmatch(r"(tsam(?::([\w.-]+))?)(?:\[(.*)\])?", name)
         if name == "vanilla":
             methods.append(Method(name, None))
-        elif name == "tsam" or (name.startswith("tsam:") and name[5:] in PRESETS):
-            methods.append(Method(name, TSAMConfig.preset(name[5:] if ":" in name else DEFAULT_PRESET)))
+        elif m and (m.group(2) is None or m.group(2) in PRESETS):
+            overrides = _parse_overrides(name, m.group(3) or "")
+            if m.group(2) is None and not overrides:
+                methods.append(Method(name, DEFAULT))
+            else:
+                try:
+                    TSAMConfig(**overrides)  # bad values fail here, not after the model loads
+                    methods.append(Method(name, TSAMConfig.preset(m.group(2), **overrides) if m.group(2)
+                                          else DEFAULT + ":" + json.dumps(overrides)))
+                except ValueError as e:
+                    raise ValueError(f"method {name!r}: {e}") from None
         else:
-            raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(method_names())}")
+            raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(method_names())} "
+                             "(each T-SAM one optionally with [KEY=VALUE;...] overrides)")
     if not methods:
         raise ValueError(f"no method given; valid methods: {', '.join(method_names())}")
     if len({m.name for m in methods}) != len(methods):
@@ -126,8 +208,8 @@ def run_benchmark(
     out: str | Path,
     *,
     model: str,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     height: int | None = None,
     width: int | None = None,
     dtype: str = "float32",
@@ -138,27 +220,37 @@ def run_benchmark(
     progress: bool = True,
     pipeline: Any = None,
 ) -> dict[str, int]:
-    """Generate what is not done yet of this process's share; returns counts (planned, done before, made)."""
+    """Generate what is not done yet of this process's share; returns counts (planned, done before, made).
+
+    ``num_inference_steps``/``guidance_scale`` ``None`` and a bare ``tsam`` method take the model's own
+    values (the settings record ``None``; each image row records the values used).
+    """
     if not prompts:
         raise BenchError("the selection is empty: no prompts to generate")
     if batch_size < 1:
         raise BenchError(f"--batch-size must be >= 1, got {batch_size}")
     out = Path(out)
-    try:
+    with _run_dir_errors(out):
         out.mkdir(parents=True, exist_ok=True)
         db = RunDB(out)
         settings = {"model": model, "steps": num_inference_steps, "guidance_scale": guidance_scale,
                     "height": height, "width": width, "dtype": dtype}
         db.claim_settings(settings)
+
+    import torch
+
+    from ..pipeline import TSAMPipeline
+
+    def load() -> Any:
+        return TSAMPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype)).to(device)
+
+    if any(isinstance(m.tsam, str) for m in methods):  # the model's own preset: load it now
+        pipeline = pipeline or load()
+        methods = [m.resolve(pipeline.adapter.default_preset) for m in methods]
+    with _run_dir_errors(out):
         for m in methods:
             db.claim_method(m.name, m.config())
         done = db.done_jobs()
-    except OSError as e:
-        raise BenchError(f"cannot write to the run directory {out}: {e}") from e
-    except Exception as e:  # sqlite3 errors: unwritable or corrupt database
-        if type(e).__module__ == "sqlite3":
-            raise BenchError(f"cannot use the run database in {out}: {e}") from e
-        raise
 
     chunks = plan(prompts, methods, seeds, batch_size)
     mine = [[j for j in chunk if j.job_id not in done] for k, chunk in enumerate(chunks) if k % world_size == rank]
@@ -169,14 +261,13 @@ def run_benchmark(
     if not todo:
         return counts
 
-    import torch
     from tqdm.auto import tqdm
 
-    from ..pipeline import TSAMPipeline
-
-    if pipeline is None:
-        pipeline = TSAMPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype)).to(device)
+    pipeline = pipeline or load()
     pipeline.set_progress_bar_config(disable=True)
+    steps = pipeline.adapter.default_steps if num_inference_steps is None else num_inference_steps
+    scale = pipeline.adapter.default_guidance_scale if guidance_scale is None else guidance_scale
+    sampling = {"num_inference_steps": steps, "guidance_scale": scale}
     versions_ = versions()
     bar = tqdm(total=todo, unit="img", desc=f"rank {rank}/{world_size}" if world_size > 1 else "images", disable=not progress)
     try:
@@ -184,12 +275,11 @@ def run_benchmark(
             t0 = time.perf_counter()
             job = chunk[0]
             result = pipeline(
-                job.prompt.text, tsam=job.method.tsam, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, height=height, width=width, num_images_per_prompt=len(chunk),
+                job.prompt.text, tsam=job.method.tsam, **sampling, height=height, width=width, num_images_per_prompt=len(chunk),
                 generator=[torch.Generator("cpu").manual_seed(j.seed) for j in chunk],
             )
             seconds = (time.perf_counter() - t0) / len(chunk)
-            rows = [_row(j, image, result.diagnostics, b, model, versions_, seconds, out)
+            rows = [_row(j, image, result.diagnostics, b, model, versions_, seconds, out, sampling)
                     for b, (j, image) in enumerate(zip(chunk, result.images))]
             db.add_images(rows)
             counts["made"] += len(chunk)
@@ -202,7 +292,21 @@ def run_benchmark(
     return counts
 
 
-def _row(job: Job, image, diagnostics, b: int, model: str, versions_: dict, seconds: float, out: Path) -> dict[str, Any]:
+@contextmanager
+def _run_dir_errors(out: Path) -> Iterator[None]:
+    """OSError and sqlite3 errors (unwritable or corrupt database) -> BenchError saying what to do."""
+    try:
+        yield
+    except OSError as e:
+        raise BenchError(f"cannot write to the run directory {out}: {e}") from e
+    except Exception as e:
+        if type(e).__module__ == "sqlite3":
+            raise BenchError(f"cannot use the run database in {out}: {e}") from e
+        raise
+
+
+def _row(job: Job, image, diagnostics, b: int, model: str, versions_: dict, seconds: float, out: Path,
+         sampling: dict[str, Any]) -> dict[str, Any]:
     """Write one image atomically (temporary name, then rename) and return its database row."""
     path = out / job.image
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +317,7 @@ def _row(job: Job, image, diagnostics, b: int, model: str, versions_: dict, seco
     return {
         "job_id": job.job_id, "suite": job.prompt.suite, "prompt_id": job.prompt.id, "prompt": job.prompt.text,
         "prompt_meta": job.prompt.meta, "seed": job.seed, "method": job.method.name,
-        "config": job.method.config(), "image": job.image,
+        "config": {**job.method.config(), **sampling}, "image": job.image,
         "model": model, "versions": versions_, "seconds": seconds, "created": time.time(),
         "loss_first": float(losses[0, b]) if len(losses) else None,
         "loss_last": float(losses[-1, b]) if len(losses) else None,

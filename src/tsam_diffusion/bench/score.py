@@ -41,9 +41,10 @@ def score_run(
     counts = {}
     for name, metric in metrics.items():
         scored = db.scored_jobs(name)
-        todo = [r for r in rows if r["job_id"] not in scored]
-        chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        mine = [c for k, c in enumerate(chunks) if k % world_size == rank]
+        # chunks of ALL images, so that processes starting at different moments agree on the split
+        chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+        mine = [[r for r in c if r["job_id"] not in scored] for k, c in enumerate(chunks) if k % world_size == rank]
+        mine = [c for c in mine if c]
         counts[name] = 0
         with tqdm(total=sum(map(len, mine)), unit="img", desc=name, disable=not progress) as bar:
             for chunk in mine:

@@ -25,6 +25,8 @@ def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
     t.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     t.add_argument("--time-budget", type=float, default=None, metavar="MINUTES", help="stop (and checkpoint) after this long")
+    t.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop (and checkpoint) after N steps of this run; rerun to go on (--steps may grow)")
     t.add_argument("--device", default="cpu", metavar="D")
     t.set_defaults(func=train_command)
 
@@ -35,7 +37,8 @@ def train_command(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError("--steps and --batch-size must be >= 1")
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    model = train(args.out, cfg, device=args.device, time_budget_s=None if args.time_budget is None else args.time_budget * 60)
+    model = train(args.out, cfg, device=args.device, time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+                  stop_after=args.stop_after)
     print(model)
     print(f"training log: {args.out / 'train_log.csv'}", file=sys.stderr)
     return 0

@@ -99,14 +99,13 @@ class TSAMMiniPipeline(DiffusionPipeline):
         folder = Path(folder)
         if not (folder / "unet").is_dir():
             raise OSError(f"{folder} is not a tsam-mini model folder (no unet/ inside)")
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch_dtype or torch.float32)
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         scheduler = DDIMScheduler.from_config(scheduler_config)
         tokenizer, text_encoder = load_text_encoder()
-        pipe = cls(unet=unet.eval(), text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         if torch_dtype is not None:
-            pipe.to(torch_dtype)
-        return pipe
+            text_encoder.to(torch_dtype)
+        return cls(unet=unet.eval(), text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
     def save_pretrained(self, folder: str | Path, **_: Any) -> None:
         """Write the UNet (safetensors) and the scheduler config; the text encoder is not copied."""

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainConfig:
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 3e-4
     warmup: int = 200
