@@ -1,9 +1,10 @@
 """Evaluate a trained tsam-mini with ShapesJudge: single objects, ShapesBench dev per template, T-SAM sweep.
 
-    python benchmarks/mini_eval.py --model path/to/model --seeds 8 --alphas 0,5,10,20 --json out.json
+    python benchmarks/mini_eval.py --model path/to/model --seeds 8 --alphas 0,1,3,10 --json out.json
 
 For each alpha (0 = vanilla) it generates every ``shapes-dev`` prompt with the same seeds and
-reports, per template, the judge's presence, binding and whole-prompt rates; plus the accuracy on
+reports, per template, the judge's presence, binding and whole-prompt rates (T-SAM: the ``mini``
+preset with that alpha); plus the accuracy on
 all 28 single-object prompts, the text encoder's bound/unbound self-attention (T') and sink, and a
 sample grid. A script that prints figures; tune on ``shapes-dev`` only.
 """
@@ -20,7 +21,7 @@ import torch
 from tsam_diffusion import TSAMConfig, TSAMPipeline
 from tsam_diffusion.bench.suites import load_suite
 from tsam_diffusion.mini.judge import judge
-from tsam_diffusion.mini.model import TSAMMiniPipeline
+from tsam_diffusion.mini.model import TSAMMiniPipeline, bundled_dir
 from tsam_diffusion.mini.world import COLORS, SHAPES, caption
 
 
@@ -70,12 +71,14 @@ def attention_stats(pipe: TSAMMiniPipeline) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=str(bundled_dir()), help="model folder (default: the bundled tsam-mini)")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance-scale", type=float, default=4.0)
-    p.add_argument("--alphas", default="0,10,20")
+    p.add_argument("--alphas", default="0,1,3,10")
     p.add_argument("--gamma", type=float, default=2.0)
+    p.add_argument("--center-maps", action=argparse.BooleanOptionalAction, default=True,
+                   help="centred S (the mini preset's) or eq. 7's plain S (--no-center-maps)")
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None, help="write a PNG grid of dev samples (vanilla)")
     p.add_argument("--limit", type=int, default=None, help="only the first N dev prompts (a quick check)")
@@ -97,7 +100,7 @@ def main() -> None:
     templates = {q.text: q.meta["template"] for q in dev}
     report["dev"] = {}
     for alpha in (float(a) for a in args.alphas.split(",")):
-        config = None if alpha == 0 else TSAMConfig(alpha=alpha, gamma=args.gamma, update_steps=tuple(range(25)), reference_steps=50)
+        config = None if alpha == 0 else TSAMConfig.preset("mini", alpha=alpha, gamma=args.gamma, center_maps=args.center_maps)
         t0 = time.time()
         pairs = generate(tsam, [q.text for q in dev], seeds, config, args.steps, args.guidance_scale)
         report["dev"][alpha] = rates(pairs, templates)
