@@ -22,6 +22,7 @@ from tsam_diffusion import TSAMConfig, TSAMPipeline
 from tsam_diffusion.bench.suites import load_suite
 from tsam_diffusion.mini.judge import judge
 from tsam_diffusion.mini.model import TSAMMiniPipeline, bundled_dir
+from tsam_diffusion.mini.shapesbench import verdict_values
 from tsam_diffusion.mini.world import COLORS, SHAPES, caption
 
 
@@ -38,14 +39,9 @@ def generate(tsam: TSAMPipeline, prompts: list[str], seeds: list[int], config, s
 def rates(pairs, templates: dict[str, str]) -> dict[str, dict[str, float]]:
     acc: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for prompt, image in pairs:
-        v = judge(image, prompt)
-        for key in ("all", templates[prompt]):
-            acc[key]["presence"].append(np.mean(v.present))
-            acc[key]["whole"].append(float(v.whole))
-            acc[key]["exact"].append(float(v.exact))
-            bound = [b for b in v.bound if b is not None]
-            if bound:
-                acc[key]["binding"].append(np.mean(bound))
+        for name, value in verdict_values(judge(image, prompt)).items():
+            for key in ("all", templates[prompt]):
+                acc[key][name].append(value)
     return {k: {m: float(np.mean(x)) for m, x in d.items()} for k, d in acc.items()}
 
 

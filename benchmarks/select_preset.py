@@ -11,7 +11,8 @@ object present with its named colour) over the multi-object prompts, among those
 by their paired differences to vanilla (same prompt and seed; the means of a sweep cut short cover
 different prompts). It also names the best T-SAM configuration by the multi-object difference alone,
 for when the rule keeps vanilla. Prints every method's rates (multi-object whole, presence and
-binding; single-object whole) and paired differences with bootstrap 95% intervals, and writes them
+binding; single-object whole) and paired differences with bootstrap 95% intervals (prompts
+resampled), and writes them
 with the choices as JSON (``--json``).
 """
 from __future__ import annotations
@@ -48,9 +49,9 @@ def method_rates(run_dir: str) -> dict[str, dict[str, object]]:
         for name, vals in measures.items():
             row[name] = float(np.mean(list(vals.values())))
             base = table.get("vanilla", {}).get(name, {})
-            diffs = [v - base[k] for k, v in vals.items() if k in base]
-            if method != "vanilla" and diffs:
-                mean, lo, hi = bootstrap_ci(diffs)
+            pairs = [(v - base[k], k[0]) for k, v in vals.items() if k in base]
+            if method != "vanilla" and pairs:
+                mean, lo, hi = bootstrap_ci([d for d, _ in pairs], groups=[p for _, p in pairs])  # prompts resampled
                 row[f"{name} - vanilla"] = [mean, lo, hi]
         row["n_multi"] = len(measures.get("multi/whole", {}))
         out[method] = row
@@ -64,14 +65,18 @@ def _diff(rates: dict[str, dict[str, object]], method: str, name: str) -> float:
     return float(d[0]) if d else float("-inf")
 
 
+def _best(rates: dict[str, dict[str, object]], methods: list[str]) -> str | None:
+    """The largest multi-object gain over vanilla; ties to the smaller alpha."""
+    key = lambda m: (round(_diff(rates, m, "multi/whole"), 9), -float(rates[m]["alpha"]))  # noqa: E731
+    return max(methods, key=key) if methods else None
+
+
 def choose(rates: dict[str, dict[str, object]]) -> str:
-    ok = [m for m in rates if _diff(rates, m, "single/whole") >= -SINGLE_DROP]
-    return max(ok, key=lambda m: (round(_diff(rates, m, "multi/whole"), 9), -float(rates[m]["alpha"])))
+    return _best(rates, [m for m in rates if _diff(rates, m, "single/whole") >= -SINGLE_DROP])
 
 
 def best_tsam(rates: dict[str, dict[str, object]]) -> str | None:
-    tsam = [m for m in rates if m != "vanilla"]
-    return max(tsam, key=lambda m: (round(_diff(rates, m, "multi/whole"), 9), -float(rates[m]["alpha"]))) if tsam else None
+    return _best(rates, [m for m in rates if m != "vanilla"])
 
 
 def main() -> None:

@@ -115,3 +115,12 @@ def test_bundled_model_is_small_float16_on_disk_and_draws_single_objects():
     assert sum(whole) >= 11, whole
     with pytest.raises(ValueError, match="32x32 images only"):
         tsam("a red circle", height=64, width=64)
+
+
+def test_long_prompt_is_flagged_truncated(mini):
+    from tsam_diffusion.adapters import adapter_for
+
+    with pytest.warns(UserWarning, match="truncated"):
+        (long,) = adapter_for(mini).text_attention(["a red circle and " * 8 + "a blue square"])
+    (short,) = adapter_for(mini).text_attention([PROMPT])
+    assert long.truncated and len(long.tokens) == 22 and not short.truncated

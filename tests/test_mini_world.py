@@ -170,6 +170,8 @@ def test_caption_articles_and_errors():
         W.caption([("circle", None)], "one")
     with pytest.raises(ValueError):
         W.caption([("circle", "red")], "two-attr")
+    with pytest.raises(ValueError, match="scene of 2 objects"):  # not silently cut to the template's length
+        W.caption(scene, "one")
 
 
 def test_parse_prompt_round_trips_random_specs():

@@ -281,3 +281,17 @@ def test_html_in_headless_chromium(run, tmp_path):
         assert im.size == (1200, 2000)
         lo, hi = im.convert("L").getextrema()
         assert hi - lo > 100  # not blank
+
+
+def test_bootstrap_ci_resamples_whole_groups():
+    """With groups (prompts), images of one prompt move together: 10 prompts x 8 equal seeds give the
+    interval of the 10 prompt means, wider than treating the 80 images as independent."""
+    means = [0.1 * k for k in range(10)]
+    values = [m for m in means for _ in range(8)]
+    groups = [f"p{k}" for k in range(10) for _ in range(8)]
+    clustered = bootstrap_ci(values, groups=groups)
+    assert clustered == pytest.approx(bootstrap_ci(means))
+    naive = bootstrap_ci(values)
+    assert clustered[2] - clustered[1] > 2 * (naive[2] - naive[1])
+    with pytest.raises(ValueError, match="group labels"):
+        bootstrap_ci(values, groups=groups[:-1])

@@ -197,8 +197,7 @@ def generate(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     slug = slugify(args.prompt)
-    steps = pipe.adapter.default_steps if args.steps is None else args.steps
-    scale = pipe.adapter.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
+    steps, scale = pipe.adapter.sampling_settings(args.steps, args.guidance_scale)
     call = dict(num_inference_steps=steps, guidance_scale=scale, height=args.height,
                 width=args.width, negative_prompt=args.negative_prompt)
 

@@ -86,8 +86,7 @@ class TSAMPipeline:
         """
         prompts = _check_prompts(prompt)
         config = _resolve_config(tsam, self.adapter.default_preset)
-        num_inference_steps = self.adapter.default_steps if num_inference_steps is None else num_inference_steps
-        guidance_scale = self.adapter.default_guidance_scale if guidance_scale is None else guidance_scale
+        num_inference_steps, guidance_scale = self.adapter.sampling_settings(num_inference_steps, guidance_scale)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if num_images_per_prompt < 1:

@@ -10,9 +10,11 @@ written against this interface only.
 from __future__ import annotations
 
 import inspect
+import warnings
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -22,6 +24,29 @@ def scheduler_step_kwargs(scheduler: Any, generator: Any, eta: float = 0.0) -> d
     """The optional ``eta``/``generator`` arguments a scheduler's ``step`` takes (as diffusers' pipelines pass them)."""
     params = inspect.signature(scheduler.step).parameters
     return {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
+
+
+@contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Switch a transformers model to eager attention (which returns probabilities) for the block."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if before in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def truncated(p: int, length: int, limit: int, kept: int) -> bool:
+    """Whether prompt ``p`` (``length`` tokens) exceeds the encoder's ``limit``; warns once per call if so."""
+    if length <= limit:
+        return False
+    warnings.warn(f"prompt {p} is longer than the text encoder's limit of {limit} tokens and was truncated (as "
+                  f"diffusers does); T-SAM uses the {kept} tokens kept", stacklevel=4)
+    return True
 
 
 @dataclass
@@ -69,6 +94,11 @@ class ModelAdapter(ABC):
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
+
+    def sampling_settings(self, num_inference_steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
+        """``(steps, guidance scale)``: the values given, the family's defaults where ``None``."""
+        return (self.default_steps if num_inference_steps is None else num_inference_steps,
+                self.default_guidance_scale if guidance_scale is None else guidance_scale)
 
     @classmethod
     def supports(cls, pipe: Any) -> bool:

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
-from .stable_diffusion import eager_attention
+from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText, eager_attention, truncated
 from .unet import unet_cross_attention_layers
 
 
@@ -35,18 +34,17 @@ class MiniAdapter(ModelAdapter):
             out = self.pipe.text_encoder(batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device),
                                          output_attentions=True)
         attn = torch.stack(out.attentions, dim=1)  # [P, L, H, N, N]
+        full_lengths = [len(ids) for ids in self.pipe.tokenizer(prompts).input_ids]
         texts = []
         for p, ids in enumerate(batch.input_ids.tolist()):
             sep = ids.index(self.pipe.tokenizer.sep_token_id)
             keep = torch.arange(1, sep)  # without [CLS], [SEP] and padding
-            texts.append(PromptText(self.pipe.tokenizer.convert_ids_to_tokens(ids[1:sep]), keep, attn[p]))
+            texts.append(PromptText(self.pipe.tokenizer.convert_ids_to_tokens(ids[1:sep]), keep, attn[p],
+                                    truncated(p, full_lengths[p], batch.input_ids.shape[1], sep - 1)))
         return texts
 
     def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
-        do_cfg = guidance_scale > 1
-        cond, cond_mask, uncond, uncond_mask = self.pipe.encode_prompt(prompts, num_images_per_prompt, negative_prompt, do_cfg)
-        embeds = torch.cat([uncond, cond]) if do_cfg else cond
-        mask = torch.cat([uncond_mask, cond_mask]) if do_cfg else cond_mask
+        cond, cond_mask, embeds, mask = self.pipe.encode_prompt(prompts, num_images_per_prompt, negative_prompt, guidance_scale > 1)
         return Conditioning(cond=cond, embeds=embeds, extra={"mask": mask, "cond_mask": cond_mask})
 
     def prepare_latents(self, batch, height, width, generator, latents):
@@ -62,8 +60,7 @@ class MiniAdapter(ModelAdapter):
         return self.pipe.predict(latents, t, cond.embeds, cond.extra["mask"], guidance_scale)
 
     def forward_cond(self, latents, t, cond):
-        x = self.pipe.scheduler.scale_model_input(latents, t)
-        self.pipe.unet(x, t, encoder_hidden_states=cond.cond, encoder_attention_mask=cond.extra["cond_mask"], return_dict=False)
+        self.pipe.predict(latents, t, cond.cond, cond.extra["cond_mask"], guidance_scale=1.0)  # no CFG: conditional only
 
     def decode(self, latents, output_type, generator, cond):
         return self.pipe.to_images(latents, output_type)

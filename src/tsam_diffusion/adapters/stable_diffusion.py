@@ -1,29 +1,13 @@
 """Stable Diffusion 1.x / 2.x: CLIP text encoder (causal), UNet denoiser."""
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
 
-from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
+from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText, eager_attention, truncated
 from .unet import unet_cross_attention_layers
-
-
-@contextmanager
-def eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Switch a transformers model to eager attention (which returns probabilities) for the block."""
-    before = getattr(model.config, "_attn_implementation", None)
-    if before in (None, "eager"):
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
 
 
 class StableDiffusionAdapter(ModelAdapter):
@@ -53,14 +37,7 @@ class StableDiffusionAdapter(ModelAdapter):
             eos = ids.index(tok.eos_token_id, 1) if tok.eos_token_id in ids[1:] else len(ids)
             keep = torch.arange(1, eos)  # without BOS, EOS and padding
             tokens = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids[1:eos])]
-            truncated = full_lengths[p] > tok.model_max_length
-            if truncated:
-                warnings.warn(
-                    f"prompt {p} is longer than the text encoder's limit of {tok.model_max_length} tokens and was "
-                    f"truncated (as diffusers does); T-SAM uses the {len(tokens)} tokens kept",
-                    stacklevel=3,
-                )
-            texts.append(PromptText(tokens, keep, attn[p], truncated))
+            texts.append(PromptText(tokens, keep, attn[p], truncated(p, full_lengths[p], tok.model_max_length, len(tokens))))
         return texts
 
     def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:

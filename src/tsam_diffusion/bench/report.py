@@ -9,7 +9,8 @@
 
 Content, per suite and method:
 
-- the number of images and the mean of every *measure* with a percentile-bootstrap 95% CI. A
+- the number of images and the mean of every *measure* with a percentile-bootstrap 95% CI that
+  resamples prompts (all images of a prompt together: its seeds are not independent samples). A
   measure is ``metric/key`` for every score key that is not a TIFA count (``correct:<type>`` /
   ``questions:<type>``), e.g. ``clip/full``, ``clip/min``, ``clip-text/score``, ``tifa/score``;
   metrics added later appear without changes here;
@@ -76,15 +77,24 @@ Row = dict[str, Any]
 
 
 def bootstrap_ci(values: Iterable[float], *, n: int = 2000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float, float]:
+                 seed: int = 0, groups: Sequence[Any] | None = None) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean and the percentile-bootstrap ``1 - alpha`` interval of the mean.
 
     ``n`` resamples with replacement from ``np.random.default_rng(seed)``, so the result depends only
     on the values, ``n``, ``alpha`` and ``seed``. One value gives ``lo == hi == mean``; no values give
-    three NaNs.
+    three NaNs. With ``groups`` (one label per value, e.g. the prompt of each image) whole groups are
+    resampled (a cluster bootstrap): images of one prompt are not independent, so resampling images
+    alone gives intervals that are too narrow when there are many seeds per prompt.
     """
     arr = np.asarray(list(values), dtype=np.float64).ravel()
-    k = arr.size
+    if groups is not None:
+        labels, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        if inverse.size != arr.size:
+            raise ValueError(f"got {arr.size} values but {inverse.size} group labels")
+        sums, counts = np.bincount(inverse, weights=arr), np.bincount(inverse).astype(np.float64)
+    else:
+        sums, counts = arr, np.ones_like(arr)
+    k = sums.size
     if k == 0:
         return (math.nan, math.nan, math.nan)
     mean = float(arr.mean())
@@ -96,7 +106,7 @@ def bootstrap_ci(values: Iterable[float], *, n: int = 2000, alpha: float = 0.05,
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         idx = rng.integers(0, k, size=(stop - start, k))
-        means[start:stop] = arr[idx].mean(axis=1)
+        means[start:stop] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     # rounding in the resampled means must not put a bound outside the data
     lo, hi = float(max(lo, arr.min())), float(min(hi, arr.max()))
@@ -142,6 +152,11 @@ def paired_differences(rows: Sequence[Row], measure: str, method: str, baseline:
 
     In the order of (suite, prompt_id, seed).
     """
+    return [d for d, _ in _paired(rows, measure, method, baseline)]
+
+
+def _paired(rows: Sequence[Row], measure: str, method: str, baseline: str) -> list[tuple[float, str]]:
+    """``(difference, prompt_id)`` pairs of ``paired_differences``, in its order."""
     def index(name: str) -> dict[tuple[str, str, int], float]:
         out = {}
         for r in rows:
@@ -152,7 +167,7 @@ def paired_differences(rows: Sequence[Row], measure: str, method: str, baseline:
         return out
 
     a, b = index(method), index(baseline)
-    return [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
+    return [(a[k] - b[k], k[1]) for k in sorted(a.keys() & b.keys())]
 
 
 def _num(x: float) -> int | float:
@@ -275,8 +290,8 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
                     suites=suites, methods=methods, measure_names=measure_names,
                     ci_level=1 - alpha, bootstrap_samples=n_boot)
 
-    def ci(values: Sequence[float]) -> tuple[float, float, float]:
-        return bootstrap_ci(values, n=n_boot, alpha=alpha, seed=seed)
+    def ci(values: Sequence[float], groups: Sequence[str]) -> tuple[float, float, float]:
+        return bootstrap_ci(values, n=n_boot, alpha=alpha, seed=seed, groups=groups)  # prompts resampled
 
     for suite in suites:
         srows = [r for r in rows if r["suite"] == suite]
@@ -288,21 +303,22 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
                                   "seconds": _mean_or_none(r.get("seconds") for r in mrows),
                                   "updates": _mean_or_none(r.get("updates") for r in mrows)})
             for measure in suite_measures:
-                vals = [v for r in mrows if (v := _value(r, measure)) is not None]
-                mean, lo, hi = ci(vals)
+                scored = [(v, r["prompt_id"]) for r in mrows if (v := _value(r, measure)) is not None]
+                vals = [v for v, _ in scored]
+                mean, lo, hi = ci(vals, [g for _, g in scored])
                 report.measures.append({"suite": suite, "method": method, "measure": measure,
                                         "n": len(vals), "mean": mean, "lo": lo, "hi": hi})
             for etype, (c, t, acc) in element_accuracy(mrows, method).items():
                 report.elements.append({"suite": suite, "method": method, "element": etype,
                                         "correct": c, "total": t, "accuracy": acc})
-            by_source: dict[str, list[float]] = {}
+            by_source: dict[str, list[tuple[float, str]]] = {}
             for r in mrows:
                 source = (r.get("prompt_meta") or {}).get("source")
                 v = _value(r, TIFA_SCORE)
                 if source is not None and v is not None:
-                    by_source.setdefault(str(source), []).append(v)
+                    by_source.setdefault(str(source), []).append((v, r["prompt_id"]))
             for source in sorted(by_source):
-                mean, lo, hi = ci(by_source[source])
+                mean, lo, hi = ci(*zip(*by_source[source]))
                 report.sources.append({"suite": suite, "method": method, "source": source,
                                        "n": len(by_source[source]), "mean": mean, "lo": lo, "hi": hi})
         if BASELINE in smethods:
@@ -310,8 +326,9 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
                 if method == BASELINE:
                     continue
                 for measure in suite_measures:
-                    diffs = paired_differences(srows, measure, method, BASELINE)
-                    mean, lo, hi = ci(diffs)
+                    pairs = _paired(srows, measure, method, BASELINE)
+                    diffs = [d for d, _ in pairs]
+                    mean, lo, hi = ci(diffs, [g for _, g in pairs])
                     report.paired.append({"suite": suite, "method": method, "baseline": BASELINE,
                                           "measure": measure, "pairs": len(diffs),
                                           "mean": mean, "lo": lo, "hi": hi})
@@ -450,7 +467,7 @@ def _markdown(report: Report, md_dir: Path, chart_name: str | None) -> str:
            f"Model: `{report.model}`  ",
            f"Methods: {', '.join(_md(m) for m in report.methods)}  ",
            f"Suites: {', '.join(_md(s) for s in report.suites)}", "",
-           f"Means with percentile-bootstrap {pct} intervals ({report.bootstrap_samples} resamples) in brackets."
+           f"Means with percentile-bootstrap {pct} intervals ({report.bootstrap_samples} resamples of the prompts) in brackets."
            + (f" Paired differences are `method - {report.baseline}` over images of the same prompt and seed; "
               "**bold** where the interval excludes 0." if report.paired else ""), ""]
     for suite in report.suites:
@@ -609,7 +626,7 @@ def _html(report: Report) -> str:
                        f"<tr><th>suites</th><td>{_h(', '.join(report.suites))}</td></tr>",
                        "</table>",
                        f'<p class="note">Means with percentile-bootstrap {_h(pct)} intervals '
-                       f"({report.bootstrap_samples} resamples) below them."
+                       f"({report.bootstrap_samples} resamples of the prompts) below them."
                        + (f" Paired differences are <code>method - {_h(report.baseline)}</code> over images of "
                           "the same prompt and seed; green / red where the interval lies above / below 0."
                           if report.paired else "") + "</p>"]

@@ -265,8 +265,7 @@ def run_benchmark(
 
     pipeline = pipeline or load()
     pipeline.set_progress_bar_config(disable=True)
-    steps = pipeline.adapter.default_steps if num_inference_steps is None else num_inference_steps
-    scale = pipeline.adapter.default_guidance_scale if guidance_scale is None else guidance_scale
+    steps, scale = pipeline.adapter.sampling_settings(num_inference_steps, guidance_scale)
     sampling = {"num_inference_steps": steps, "guidance_scale": scale}
     versions_ = versions()
     bar = tqdm(total=todo, unit="img", desc=f"rank {rank}/{world_size}" if world_size > 1 else "images", disable=not progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .db import RunDB
+from .db import DB_NAME, RunDB
 from .run import BenchError
 
 
@@ -31,7 +31,7 @@ def score_run(
     from .metrics import create_metric
 
     run_dir = Path(run_dir)
-    if not (run_dir / "run.sqlite").is_file():
+    if not (run_dir / DB_NAME).is_file():
         raise BenchError(f"{run_dir} holds no benchmark run (no run.sqlite); make one with `tsam bench run`")
     db = RunDB(run_dir)
     rows = db.images()

@@ -60,6 +60,15 @@ def load_text_encoder(device: str | torch.device = "cpu"):
     return tokenizer, model
 
 
+@torch.no_grad()
+def encode_texts(tokenizer, text_encoder, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(last hidden states [N, MAX_TOKENS, 384], attention mask [N, MAX_TOKENS])``: how tsam-mini
+    reads a caption, in training and in sampling alike."""
+    batch = tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    mask = batch.attention_mask.to(device)
+    return text_encoder(batch.input_ids.to(device), attention_mask=mask).last_hidden_state, mask
+
+
 def build_unet(seed: int = 0) -> UNet2DConditionModel:
     """The tsam-mini UNet: 32x32 RGB, channels (32, 64, 128), cross-attention at 16x16 and 8x8."""
     with torch.random.fork_rng(devices=[]):
@@ -121,21 +130,20 @@ class TSAMMiniPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1, negative_prompt: str | list[str] | None = None,
-                      do_cfg: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(cond, cond mask, uncond, uncond mask), each repeated ``num_images_per_prompt`` times per prompt."""
+                      do_cfg: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(cond, cond mask, embeds, mask)``, each repeated ``num_images_per_prompt`` times per prompt;
+        ``embeds``/``mask`` are (uncond, cond) stacked for classifier-free guidance, else ``cond``."""
         def embed(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-            batch = self.tokenize(texts)
-            mask = batch.attention_mask.to(self.device)
-            hidden = self.text_encoder(batch.input_ids.to(self.device), attention_mask=mask).last_hidden_state
+            hidden, mask = encode_texts(self.tokenizer, self.text_encoder, texts, self.device)
             return hidden.to(self.unet.dtype).repeat_interleave(num_images_per_prompt, 0), mask.repeat_interleave(num_images_per_prompt, 0)
 
         cond, cond_mask = embed(prompts)
         if not do_cfg:
-            return cond, cond_mask, None, None
+            return cond, cond_mask, cond, cond_mask
         negative = negative_prompt if negative_prompt is not None else ""
         negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
         uncond, uncond_mask = embed(negative)
-        return cond, cond_mask, uncond, uncond_mask
+        return cond, cond_mask, torch.cat([uncond, cond]), torch.cat([uncond_mask, cond_mask])
 
     def prepare_latents(self, batch: int, generator, latents: torch.Tensor | None = None) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
@@ -171,10 +179,7 @@ class TSAMMiniPipeline(DiffusionPipeline):
                  negative_prompt: str | list[str] | None = None, num_images_per_prompt: int = 1, generator=None,
                  latents: torch.Tensor | None = None, output_type: str = "pil", **_: Any):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        do_cfg = guidance_scale > 1
-        cond, cond_mask, uncond, uncond_mask = self.encode_prompt(prompts, num_images_per_prompt, negative_prompt, do_cfg)
-        embeds = torch.cat([uncond, cond]) if do_cfg else cond
-        mask = torch.cat([uncond_mask, cond_mask]) if do_cfg else cond_mask
+        _, _, embeds, mask = self.encode_prompt(prompts, num_images_per_prompt, negative_prompt, guidance_scale > 1)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         x = self.prepare_latents(len(prompts) * num_images_per_prompt, generator, latents)
         step_kwargs = scheduler_step_kwargs(self.scheduler, generator)

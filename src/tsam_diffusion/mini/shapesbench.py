@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .judge import infer_template, judge
+from .judge import Verdict, infer_template, judge
 from .world import TEMPLATES, caption, sample_spec
 
 # "one" has 28 distinct prompts and "two-plain" 12, shared out between the two suites
@@ -55,6 +55,15 @@ def write_suites(folder: Path) -> None:
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def verdict_values(v: Verdict) -> dict[str, float]:
+    """``presence``, ``whole``, ``exact`` and (when a colour is named) ``binding`` of one verdict."""
+    values = {"presence": float(np.mean(v.present)), "whole": float(v.whole), "exact": float(v.exact)}
+    bound = [b for b in v.bound if b is not None]
+    if bound:
+        values["binding"] = float(np.mean(bound))
+    return values
+
+
 class ShapesMetric:
     """The ``shapes`` metric: ShapesJudge's verdict on each image (no weights needed)."""
 
@@ -64,11 +73,7 @@ class ShapesMetric:
         out = []
         for image, prompt, meta in zip(images, prompts, metas):
             template = (meta or {}).get("template") or infer_template(prompt)
-            v = judge(np.asarray(image.convert("RGB")), prompt)
-            values = {"presence": float(np.mean(v.present)), "whole": float(v.whole), "exact": float(v.exact)}
-            bound = [b for b in v.bound if b is not None]
-            if bound:
-                values["binding"] = float(np.mean(bound))
+            values = verdict_values(judge(np.asarray(image.convert("RGB")), prompt))
             values.update({f"{k}@{template}": x for k, x in list(values.items())})
             out.append(values)
         return out

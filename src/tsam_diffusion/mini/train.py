@@ -72,14 +72,11 @@ class CaptionCache:
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        from .model import MAX_TOKENS
+        from .model import encode_texts
 
         new = sorted({c for c in captions if c not in self.cache})
         if new:
-            batch = self.tokenizer(new, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-            mask = batch.attention_mask.to(self.device)
-            with torch.no_grad():
-                hidden = self.text_encoder(batch.input_ids.to(self.device), attention_mask=mask).last_hidden_state
+            hidden, mask = encode_texts(self.tokenizer, self.text_encoder, new, self.device)
             for c, h, m in zip(new, hidden, mask):
                 self.cache[c] = (h, m)
         return torch.stack([self.cache[c][0] for c in captions]), torch.stack([self.cache[c][1] for c in captions])

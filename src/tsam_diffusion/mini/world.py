@@ -244,6 +244,8 @@ def caption(spec: Scene | Sequence[tuple[str, str | None]], template: str) -> st
     """The caption of ``spec`` (or of a scene, naming colours as the template says) in ``template``."""
     named = TEMPLATES[template]
     if isinstance(spec, Scene):
+        if len(spec.objects) != len(named):
+            raise ValueError(f"a scene of {len(spec.objects)} objects does not fit template {template!r}")
         spec = [(o.shape, o.color if k else None) for o, k in zip(spec.objects, named)]
     if len(spec) != len(named) or any((c is not None) != k for (_, c), k in zip(spec, named)):
         raise ValueError(f"spec {spec!r} does not fit template {template!r}")
