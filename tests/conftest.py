@@ -6,8 +6,17 @@ import os
 import pytest
 import torch
 
+from tsam_diffusion.threads import Threads
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
-torch.set_num_threads(min(2, torch.get_num_threads()))
+_THREADS = Threads(os.environ.get("TSAM_NUM_THREADS", "auto"))
+
+
+@pytest.fixture(autouse=True)
+def _cpu_threads():
+    """torch's threads follow the machine's load between tests (``tsam_diffusion.threads``): on a busy
+    machine, one thread per core made the suite 20x slower instead of about its share."""
+    _THREADS.adapt()
 
 
 @pytest.fixture(scope="session")

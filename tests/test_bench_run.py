@@ -219,3 +219,36 @@ def test_missing_metric_weights_fail_before_work(tsam_pipe, prompts, tmp_path, c
     err = capsys.readouterr().err
     assert "weights" in err and "Traceback" not in err
     assert RunDB(out).scores() == []
+
+
+def test_scores_count_only_when_stored(tmp_path):
+    """A write the database swallows (here a trigger that ignores inserts, as a damaged file may) is
+    not reported as scored."""
+    from tsam_diffusion.bench.db import BenchError
+
+    db = RunDB(tmp_path)
+    with sqlite3.connect(tmp_path / "run.sqlite") as con:
+        con.execute("CREATE TRIGGER lose BEFORE INSERT ON scored WHEN NEW.job_id = 'b' BEGIN SELECT RAISE(IGNORE); END")
+    with pytest.raises(BenchError, match="1 of 2 shapes scores were not stored"):
+        db.add_scores("shapes", {"a": {"whole": 1.0}, "b": {"whole": 0.0}})
+    db.add_scores("shapes", {"c": {"whole": 1.0}})
+    assert db.scored_jobs("shapes") == {"a", "c"}
+
+
+def test_opening_checks_the_database_and_leaves_foreign_files_alone(tmp_path):
+    from tsam_diffusion.bench.db import BenchError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(BenchError, match="damaged or not a run database .*rerun the same `tsam bench run`"):
+        RunDB(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    with sqlite3.connect(tmp_path / "b" / "run.sqlite") as con:
+        con.execute("CREATE TABLE images (job_id TEXT)")
+    before = (tmp_path / "b" / "run.sqlite").read_bytes()
+    with pytest.raises(BenchError, match=r"missing: .*images\.suite"):
+        RunDB(tmp_path / "b", create=False)
+    assert (tmp_path / "b" / "run.sqlite").read_bytes() == before  # not switched to WAL, not extended
+    with pytest.raises(BenchError, match="no benchmark run"):
+        RunDB(tmp_path / "c", create=False)
+    assert not (tmp_path / "c").exists()

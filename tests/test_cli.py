@@ -11,10 +11,17 @@ import pytest
 from PIL import Image
 
 import tsam_diffusion
-from tsam_diffusion.cli import main, slugify
+from tsam_diffusion.cli import main, output_stem, slugify
 
 PROMPT = "a black car and a white clock"
 SLUG = "a-black-car-and-a-white-clock"
+
+
+def one(folder, pattern):
+    """The single file in ``folder`` matching ``pattern`` (names carry a hash of the prompt and settings)."""
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
 
 
 def gen(tmp_path, *extra):
@@ -36,7 +43,8 @@ def test_generate_help_names_the_models(capsys, monkeypatch):
 
 def test_no_subcommand_is_a_usage_error(capsys):
     assert main([]) == 2
-    assert "usage" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: tsam: the following arguments are required: COMMAND; "
+                                       "see `tsam --help`\n")
 
 
 def test_slugify():
@@ -44,16 +52,25 @@ def test_slugify():
     assert len(slugify("word " * 50)) <= 60 and not slugify("word " * 50).endswith("-")
     assert slugify("a red apple on a table with a small blue bird and a green cup") == "a-red-apple-on-a-table-with-a-small-blue-bird-and-a-green"
     assert slugify("x" * 100) == "x" * 60
-    assert slugify("猫").startswith("prompt-")
+    assert slugify("猫") == "prompt"
+
+
+def test_output_names_never_collide():
+    """Prompts that slug alike, or one prompt with other settings, get other names; the same request the same."""
+    plain, fancy = "a red circle and a blue square", "a 🔴 red circle and a blue 方形 square ✨"
+    assert output_stem(plain, {"alpha": 1}).startswith("a-red-circle-and-a-blue-square-")
+    assert output_stem(plain, {"alpha": 1}) == output_stem(plain, {"alpha": 1})
+    assert len({output_stem(plain, {"alpha": 1}), output_stem(fancy, {"alpha": 1}), output_stem(plain, {"alpha": 2}),
+                output_stem("猫", {}), output_stem("犬", {})}) == 5
 
 
 def test_generate_writes_tsam_png(tmp_path, capsys):
     assert gen(tmp_path) == 0
     captured = capsys.readouterr()
-    png = tmp_path / f"{SLUG}_seed0_tsam.png"
+    png = one(tmp_path, f"{SLUG}-*_seed0_tsam.png")
     assert png.is_file() and str(png) in captured.out
     assert captured.err.count(tsam_diffusion.tiny.TINY_NOTE) == 1
-    summary = json.loads((tmp_path / f"{SLUG}_seed0_diagnostics.json").read_text())
+    summary = json.loads(one(tmp_path, f"{SLUG}-*_seed0_diagnostics.json").read_text())
     assert summary["prompt"] == PROMPT and summary["seed"] == 0 and summary["model"] == "tiny-sd"
     assert summary["config"]["name"] == "sd-tifa" and summary["tokens"][1] == "black" and summary["updates"] >= 1
 
@@ -62,7 +79,7 @@ def test_generate_compare_and_maps(tmp_path, capsys):
     assert gen(tmp_path, "--compare", "--save-maps", "--seed", "1", "2", "--alpha", "20", "--gamma", "2") == 0
     out = capsys.readouterr().out.split()
     for seed in (1, 2):
-        stem = tmp_path / f"{SLUG}_seed{seed}"
+        stem = str(one(tmp_path, f"{SLUG}-*_seed{seed}_tsam.png")).removesuffix("_tsam.png")
         files = [f"{stem}_{s}.png" for s in ("tsam", "baseline", "compare", "T", "S_first", "S_last",
                                               "maps_first", "maps_last")]
         for f in files:
@@ -73,13 +90,13 @@ def test_generate_compare_and_maps(tmp_path, capsys):
             assert compare.width > single.width
         assert json.loads(open(f"{stem}_diagnostics.json").read())["config"]["alpha"] == 20.0
     # The same seed without guidance is the baseline; with guidance the image differs.
-    with Image.open(tmp_path / f"{SLUG}_seed1_tsam.png") as a, Image.open(tmp_path / f"{SLUG}_seed1_baseline.png") as b:
+    with Image.open(one(tmp_path, f"{SLUG}-*_seed1_tsam.png")) as a, Image.open(one(tmp_path, f"{SLUG}-*_seed1_baseline.png")) as b:
         assert a.tobytes() != b.tobytes()
 
 
 def test_generate_no_tsam(tmp_path, capsys):
     assert gen(tmp_path, "--no-tsam") == 0
-    assert (tmp_path / f"{SLUG}_seed0_baseline.png").is_file()
+    assert one(tmp_path, f"{SLUG}-*_seed0_baseline.png").is_file()
     assert not list(tmp_path.glob("*_tsam.png")) and not list(tmp_path.glob("*.json"))
 
 
@@ -116,8 +133,7 @@ def test_entry_point_subprocess(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "a cat and a dog", "--model", "tiny-sd",
                          "--steps", "4", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    assert (tmp_path / "a-cat-and-a-dog_seed0_tsam.png").is_file()
-    assert str(tmp_path / "a-cat-and-a-dog_seed0_tsam.png") in ok.stdout
+    assert str(one(tmp_path, "a-cat-and-a-dog-*_seed0_tsam.png")) in ok.stdout.split()
     bad = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", "generate", "x", "--model", "./nope"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
@@ -129,7 +145,7 @@ def test_readme_main_command_on_the_default_model(tmp_path, capsys):
     assert main(["generate", prompt, "--compare", "--save-maps", "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert tsam_diffusion.tiny.TINY_NOTE not in captured.err
-    stem = tmp_path / f"{slug}_seed0"
+    stem = str(one(tmp_path, f"{slug}-*_seed0_tsam.png")).removesuffix("_tsam.png")
     summary = json.loads(open(f"{stem}_diagnostics.json").read())
     assert summary["model"] == "tsam-mini" and summary["config"]["name"] == "mini"
     assert summary["num_inference_steps"] == 25 and summary["guidance_scale"] == 4.0
@@ -138,3 +154,35 @@ def test_readme_main_command_on_the_default_model(tmp_path, capsys):
         assert a.size == b.size == (32, 32) and a.tobytes() != b.tobytes()
     for kind in ("compare", "T", "S_first", "S_last", "maps_first", "maps_last"):
         assert f"{stem}_{kind}.png" in captured.out.split()
+
+
+def test_every_subcommand_and_option_has_help():
+    """`--help` explains every subcommand (a description) and every option and argument (a help text)."""
+    import argparse
+
+    from tsam_diffusion.cli import build_parser
+
+    def walk(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+
+    missing = []
+    for path, parser in walk(build_parser(), "tsam"):
+        if not (parser.description or "").strip():
+            missing.append(f"{path}: no description")
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}: no help")
+    assert not missing, "\n".join(missing)
+
+
+def test_import_prints_nothing():
+    """Importing the library (diffusers and transformers included) warns about nothing the user has to do."""
+    code = "import tsam_diffusion.pipeline, tsam_diffusion.bench.metrics, tsam_diffusion.mini.model"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr

@@ -403,7 +403,8 @@ def test_missing_folders_raise_metric_unavailable_naming_the_option(tmp_path, cl
     with pytest.raises(MetricUnavailable) as info:
         create_metric("clip", model=missing)
     message = str(info.value)
-    assert "openai/clip-vit-base-patch16" in message and "model=" in message and "not found locally" in message
+    assert "openai/clip-vit-base-patch16" in message and "does not exist" in message
+    assert "`--option clip.model=DIR`" in message and "\n" not in message  # the CLI's exact form, one line
     with pytest.raises(MetricUnavailable, match="captioner=") as info:
         create_metric("clip-text", model=clip_dir, captioner=missing)
     assert "Salesforce/blip-image-captioning-base" in str(info.value)

@@ -124,3 +124,15 @@ def test_long_prompt_is_flagged_truncated(mini):
         (long,) = adapter_for(mini).text_attention(["a red circle and " * 8 + "a blue square"])
     (short,) = adapter_for(mini).text_attention([PROMPT])
     assert long.truncated and len(long.tokens) == 22 and not short.truncated
+
+
+def test_unknown_characters_are_named_in_a_warning(mini, tsam_pipe, recwarn):
+    """Emoji and CJK characters are [UNK] to MiniLM's WordPiece vocabulary; the warning names them.
+    CLIP's byte-level BPE reads every character, and its unknown token is its end-of-text token:
+    no false warning there."""
+    with pytest.warns(UserWarning, match=r"does not know '🔴', '形', '✨' and reads it as \[UNK\]"):
+        TSAMPipeline(mini)("a 🔴 red circle and a blue 方形 square ✨", tsam=None, num_inference_steps=1)
+    recwarn.clear()
+    TSAMPipeline(mini)(PROMPT, tsam=None, num_inference_steps=1)
+    tsam_pipe("a 🔴 red car", tsam=None, num_inference_steps=1, output_type="latent")
+    assert not [w for w in recwarn if "does not know" in str(w.message)]

@@ -8,11 +8,13 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from tsam_diffusion.bench.db import DB_NAME, IMAGE_COLUMNS, RunDB
+from tsam_diffusion.bench.db import BenchError, DB_NAME, IMAGE_COLUMNS, RunDB
 from tsam_diffusion.bench.report import (
+    MIN_PROMPTS,
     ELEMENTS_PNG,
     bootstrap_ci,
     build_report,
@@ -116,8 +118,13 @@ def test_bootstrap_ci_is_an_interval_of_the_mean():
     assert bootstrap_ci(list(range(100)), seed=1) != (mean, lo, hi)  # the seed matters
 
 
-def test_bootstrap_ci_single_and_empty():
-    assert bootstrap_ci([0.25]) == (0.25, 0.25, 0.25)
+def test_bootstrap_ci_too_few_units_gives_no_interval():
+    """One value, one prompt, or fewer prompts than ``min_units``: the mean, and NaN bounds (no interval)."""
+    for args, kwargs in [(([0.25],), {}), (([0.0, 1.0], ), {"groups": ["p", "p"]}),
+                         (([0.0, 1.0, 1.0],), {"groups": ["p", "q", "r"], "min_units": 4})]:
+        mean, lo, hi = bootstrap_ci(*args, **kwargs)
+        assert mean == pytest.approx(np.mean(args[0])) and math.isnan(lo) and math.isnan(hi)
+    assert not any(map(math.isnan, bootstrap_ci([0.0, 1.0, 1.0], groups=["p", "q", "r"], min_units=3)))
     assert all(math.isnan(x) for x in bootstrap_ci([]))
 
 
@@ -169,7 +176,10 @@ def test_build_report_tables(run):
     assert p[("tsam", "clip/full")]["pairs"] == 6
     assert p[("tsam", "clip/full")]["mean"] == pytest.approx(0.11 / 6)
     assert p[("tsam", "tifa/score")]["mean"] == pytest.approx(1.25 / 6)
-    assert 0.0 <= p[("tsam", "tifa/score")]["lo"] <= p[("tsam", "tifa/score")]["hi"] <= 0.5
+    # two prompts are too few for an interval (MIN_PROMPTS = 10): mean only, NaN bounds
+    assert math.isnan(p[("tsam", "tifa/score")]["lo"]) and math.isnan(m[("tsam", "clip/full")]["hi"])
+    p2 = {(r["method"], r["measure"]): r for r in build_report(run, min_prompts=2).paired}
+    assert 0.0 <= p2[("tsam", "tifa/score")]["lo"] <= p2[("tsam", "tifa/score")]["hi"] <= 0.5
     s = {(r["method"], r["source"]): r for r in report.sources}
     assert s[("vanilla", "coco")]["mean"] == pytest.approx(1.75 / 3)
     assert s[("tsam", "drawbench")]["mean"] == pytest.approx(2.5 / 3)
@@ -178,6 +188,20 @@ def test_build_report_tables(run):
     assert [(r["prompt_id"], r["seed"]) for r in grid["rows"]] == [(PROMPTS[0][0], 0), (PROMPTS[1][0], 0)]
     assert report.versions == VERSIONS and report.model == "tiny-sd"
     assert report.method_configs == METHOD_CONFIGS
+
+
+def test_too_few_prompts_get_no_interval_and_no_bold(run):
+    """The issue's case: a difference over few prompts that is the same for all of them (tifa/score on
+    drawbench_2 seeds 0 and 2 differ, but clip/full's per-prompt means are both positive) must not be
+    marked as excluding 0; the report states the minimum."""
+    md, html_path = make_report(run)
+    text, page = md.read_text(), html_path.read_text()
+    assert f"fewer than {MIN_PROMPTS} prompts gets no interval" in text
+    assert f"fewer than {MIN_PROMPTS} prompts gets no interval" in " ".join(page.split())
+    assert "[no interval: too few prompts]" in text and "**" not in text.split("## Configuration")[0].replace("**bold**", "")
+    assert 'class="num pos"' not in page and 'class="num neg"' not in page
+    md2, html2 = make_report(run, min_prompts=2)
+    assert 'class="num pos"' in html2.read_text()  # with the minimum lowered, clip/full's interval excludes 0
 
 
 def test_grid_uses_smallest_common_seed_and_prompt_limit(tmp_path):
@@ -198,10 +222,10 @@ def test_no_vanilla_no_paired_section(tmp_path):
 
 
 def test_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match=DB_NAME):
+    with pytest.raises(BenchError, match=DB_NAME):
         build_report(tmp_path)
     assert not (tmp_path / DB_NAME).exists()  # nothing created
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BenchError, match="no benchmark run"):
         make_report(tmp_path / "absent")
     RunDB(tmp_path)
     with pytest.raises(ValueError, match="no images"):

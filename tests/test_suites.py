@@ -16,6 +16,8 @@ from tsam_diffusion.bench.suites import (
     list_suites,
     load_prompts_file,
     load_suite,
+    stratum,
+    take,
 )
 
 EXPECTED_COUNTS = {
@@ -267,3 +269,28 @@ def test_unknown_extension_and_other_errors(tmp_path):
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"a cat\ncaf\xe9 au lait\n")
     assert re.match(rf"{re.escape(str(latin))}:2: not valid UTF-8", _error(latin))
+
+
+def test_limit_is_stratified_deterministic_and_nested():
+    """``--limit N``: every template of the suite as soon as N reaches their number, in suite order,
+    the same every time, and a smaller N's prompts among a larger N's."""
+    suite = load_suite("shapes-dev")
+    templates = list(dict.fromkeys(stratum(p) for p in suite))
+    assert len(templates) == 6
+    five, six = take(suite, 5), take(suite, 6)
+    assert len(set(map(stratum, five))) == 5 and {stratum(p) for p in six} == set(templates)
+    assert [stratum(p) for p in six] == templates  # one of each, first of each group, suite order
+    assert six == [p for p in suite if p in six] and take(suite, 6) == six
+    for n in range(1, 40):
+        assert set(take(suite, n)) <= set(take(suite, n + 1)) and len(take(suite, n)) == n
+    # groups take turns: 5 each at 30 (the smallest group, two-plain, has 6 prompts)
+    assert set(collections.Counter(map(stratum, take(suite, 30))).values()) == {5}
+    assert take(suite, None) == suite and take(suite, 10_000) == suite
+
+
+def test_limit_groups_of_other_suites():
+    assert len({stratum(p) for p in take(load_suite("parti"), 12)}) == 12  # 12 categories
+    assert {stratum(p) for p in take(load_suite("tifa-v1"), 4)} == {"source=coco", "source=partiprompt",
+                                                                     "source=paintskill", "source=drawbench"}
+    plain = load_suite("ae-objects")  # no groups: the first N
+    assert take(plain, 3) == plain[:3] and stratum(plain[0]) == ""

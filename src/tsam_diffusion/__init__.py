@@ -5,9 +5,20 @@ diffusers and transformers.
 """
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+
+def _drop_torchvision_notice(record: logging.LogRecord) -> bool:
+    """transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back to ..."
+    notice, logged when diffusers imports image processors that T-SAM never uses."""
+    return "requires torchvision" not in record.getMessage()
+
+
+# A filter on the logger that emits the notice (plain logging: transformers is not imported here).
+logging.getLogger("transformers.utils.import_utils").addFilter(_drop_torchvision_notice)
 
 try:
     __version__ = version("tsam-diffusion")

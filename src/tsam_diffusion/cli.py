@@ -10,12 +10,15 @@ import hashlib
 import json
 import re
 import sys
-import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "tsam-mini"
-DTYPES = ("float32", "float16", "bfloat16")
+from . import interrupts
+from .files import save_png, write_text
+from .options import (DEFAULT_MODEL, HelpFormatter, Parser, add_generation_options, check_device, check_generation_options,
+                      check_seed, resolve_device, resolve_dtype)
+
 SLUG_MAX = 60
 
 _MODEL_HELP = (
@@ -28,24 +31,13 @@ _MODEL_HELP = (
 )
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter without line breaks inside hyphenated words (``tiny-sd``, hub ids)."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
-                             break_on_hyphens=False, break_long_words=False)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tsam`` and its subcommands."""
     from . import PRESETS, __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tsam", description="T-SAM: text self-attention maps guide text-to-image diffusion models.",
-        formatter_class=_HelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"tsam-diffusion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -54,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", help="generate images for a prompt with T-SAM guidance",
         description="Generate images for PROMPT with T-SAM guidance (and optionally the unguided baseline). "
                     f"The default model, {DEFAULT_MODEL}, is the small bundled ShapesWorld model (offline, CPU).",
-        formatter_class=_HelpFormatter)
+        formatter_class=HelpFormatter)
     g.add_argument("prompt", metavar="PROMPT", help="the text prompt")
     g.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_PATH", help=_MODEL_HELP)
     g.add_argument("--seed", type=int, nargs="+", default=[0], metavar="N", help="one or more seeds, one image each (default: 0)")
@@ -70,74 +62,35 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--no-tsam", action="store_true", help="generate unguided images only")
     g.add_argument("--save-maps", action="store_true",
                    help="write T, S and the per-token cross-attention maps of each T-SAM image as PNGs")
-    g.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default: %(default)s)")
-    g.set_defaults(func=generate)
+    g.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR",
+                   help="output folder (default: %(default)s); files are named SLUG-HASH_seedN_KIND.png, HASH from "
+                        "the full prompt and the settings, so other prompts or settings never overwrite them")
+    g.set_defaults(func=generate, on_interrupt="the files listed above are complete; rerun for the other seeds")
 
     from .bench.cli import add_bench_parser
     from .mini.cli import add_mini_parser
 
-    add_bench_parser(sub, formatter_class=_HelpFormatter)
-    add_mini_parser(sub, formatter_class=_HelpFormatter)
+    add_bench_parser(sub, formatter_class=HelpFormatter)
+    add_mini_parser(sub, formatter_class=HelpFormatter)
     return parser
 
 
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
-    """The sampling options shared by ``tsam generate`` and ``tsam bench run``."""
-    parser.add_argument("--steps", type=int, default=None, metavar="N",
-                        help="denoising steps (default: the model's: 50 for Stable Diffusion, 25 for tsam-mini)")
-    parser.add_argument("--guidance-scale", type=float, default=None, metavar="G",
-                        help="classifier-free guidance scale (default: the model's: 7.5 for Stable Diffusion, 4 for tsam-mini)")
-    parser.add_argument("--height", type=int, default=None, metavar="H", help="image height (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, metavar="W", help="image width (default: the model's)")
-    parser.add_argument("--device", default="auto", metavar="D", help="torch device; auto (default) = cuda if available, else mps, else cpu")
-    parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights dtype (default: float16 on cuda, else float32)")
-
-
 def slugify(prompt: str, max_len: int = SLUG_MAX) -> str:
-    """A short, filesystem-safe form of ``prompt``: lowercase ASCII letters and digits joined by '-'."""
+    """A short, filesystem-safe form of ``prompt``: lowercase ASCII letters and digits joined by '-'
+    (``"prompt"`` when none are left, e.g. for a prompt in a non-Latin script)."""
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
     if len(slug) > max_len:  # cut at a word boundary when one is near the limit
         cut = slug[: max_len + 1].rfind("-")
         slug = slug[: cut if cut >= max_len // 2 else max_len].strip("-")
-    if not slug:  # e.g. a prompt in a non-Latin script
-        slug = "prompt-" + hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:8]
-    return slug
+    return slug or "prompt"
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` if available, else ``mps`` if available, else ``cpu``; other values pass through."""
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str | None, device: str) -> Any:
-    """The torch dtype for ``--dtype``; by default float16 on CUDA and float32 elsewhere."""
-    import torch
-
-    if dtype is None:
-        dtype = "float16" if device.startswith("cuda") else "float32"
-    return getattr(torch, dtype)
-
-
-def _check_device(device: str) -> None:
-    """ValueError for a device string torch does not know or a CUDA/MPS device that is not available."""
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except RuntimeError as e:
-        raise ValueError(f"--device {device!r} is not a valid torch device ({e})") from None
-    mps = getattr(torch.backends, "mps", None)
-    if (kind == "cuda" and not torch.cuda.is_available()) or (kind == "mps" and not (mps and mps.is_available())):
-        raise ValueError(f"--device {device!r} is not available on this machine; try --device cpu or auto")
+def output_stem(prompt: str, request: dict[str, Any]) -> str:
+    """``<slug>-<hash>``: the readable slug of ``prompt`` and 8 hex digits of the SHA-1 of the prompt
+    and everything else that shapes the image (``request``), so that two prompts, or one prompt with
+    other settings, never write the same file, and the same command writes the same names again."""
+    key = json.dumps({"prompt": prompt, **request}, sort_keys=True, default=str)
+    return f"{slugify(prompt)}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _fmt(x: float) -> str:
@@ -148,66 +101,53 @@ def _check_args(args: argparse.Namespace) -> None:
     """Fail fast (ValueError) on arguments the pipeline would reject, before loading a model."""
     if not args.prompt.strip():
         raise ValueError("the prompt is empty or whitespace only; give a text to generate from")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value is not None and (value <= 0 or value % 8):
-            raise ValueError(f"--{name} must be a positive multiple of 8, got {value}")
+    check_generation_options(args)
+    for seed in args.seed:
+        check_seed(seed)
     if args.save_maps and args.no_tsam:
         raise ValueError("--save-maps needs T-SAM guidance; it cannot be combined with --no-tsam")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _quiet_torchvision_notice() -> None:
-    """Drop transformers' "requires torchvision" notice (image processors T-SAM never uses)."""
-    import logging
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.get_logger()  # sets up the library's handler
-    for handler in logging.getLogger("transformers").handlers:
-        handler.addFilter(lambda record: "requires torchvision" not in record.getMessage())
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def generate(args: argparse.Namespace) -> int:
     """``tsam generate``: T-SAM images (and baselines, comparisons, maps) for every seed. Returns 0."""
-    _quiet_torchvision_notice()
     import torch
 
     from . import TSAMConfig, TSAMPipeline, viz
+    from .threads import Threads
     from .tiny import TINY_NOTE
 
     _check_args(args)
+    threads = Threads(args.threads)
     overrides = {k: v for k, v in (("alpha", args.alpha), ("gamma", args.gamma)) if v is not None}
     TSAMConfig(**overrides)  # a bad --alpha/--gamma fails before the model loads
     device = resolve_device(args.device)
-    _check_device(device)
+    check_device(device)
     dtype = resolve_dtype(args.dtype, device)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)  # an unusable folder fails before the model loads
     is_tiny = args.model == "tiny-sd"
     if is_tiny:
         print(TINY_NOTE, file=sys.stderr)
-
     pipe = TSAMPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device)
     preset = args.preset or pipe.adapter.default_preset
     config = None if args.no_tsam else TSAMConfig.preset(preset, **overrides)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    slug = slugify(args.prompt)
     steps, scale = pipe.adapter.sampling_settings(args.steps, args.guidance_scale)
     call = dict(num_inference_steps=steps, guidance_scale=scale, height=args.height,
                 width=args.width, negative_prompt=args.negative_prompt)
+    slug = output_stem(args.prompt, {**call, "model": args.model, "dtype": str(dtype),
+                                     "tsam": None if config is None else config.to_dict()})
 
     def run(seed: int, tsam: TSAMConfig | None):
+        threads.adapt()
         generator = torch.Generator(device="cpu").manual_seed(seed)  # same seed, same image on any device
         return pipe(args.prompt, tsam=tsam, generator=generator, **call)
 
     def save(image: Any, name: str) -> Path:
-        path = out / name
-        image.save(path)
+        path = save_png(image, out / name)
         print(path)
         return path
 
@@ -245,30 +185,54 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tsam`` console script; returns the exit status."""
+    """Entry point of the ``tsam`` console script; returns the exit status.
+
+    Every failure the user can act on ends in one ``error: ...`` line on stderr: 2 for bad input
+    (arguments, files, models), 1 for a benchmark or metric that cannot go on. SIGTERM is treated
+    like Ctrl-C: the command stops with one line saying how to continue (130, or 143 for SIGTERM).
+    """
+    format_before, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        return _run(argv)
+    finally:
+        warnings.formatwarning = format_before
+
+
+def _run(argv: list[str] | None) -> int:
+    from .bench.db import BenchError
     from .bench.metrics import MetricUnavailable
-    from .bench.run import BenchError
-    from .loading import ModelLoadError
 
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors (2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    received: dict[str, str] = {}
     try:
-        return args.func(args)
-    except ModelLoadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with interrupts.terminate_as_interrupt() as received:
+            return args.func(args)
     except (BenchError, MetricUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _error(e, 1)
+    except (ValueError, TypeError, OSError) as e:  # ModelLoadError is an OSError
+        return _error(e, 2)
+    except KeyboardInterrupt as e:
+        hint = getattr(args, "on_interrupt", None)
+        print(f"interrupted{': ' + hint if hint else ''}", file=sys.stderr)
+        return 143 if "SIGTERM" in (received.get("signal"), *e.args) else 130
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """Warnings on the command line: ``warning: <text>`` on one line, without the source line."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+def _error(e: BaseException, code: int) -> int:
+    """Print ``e`` as one ``error:`` line (an OSError without its own words gets its path and cause)."""
+    text = " ".join(str(e).split())
+    if isinstance(e, OSError) and e.strerror and e.filename and e.strerror in text:
+        text = f"cannot use {e.filename}: {e.strerror}; check the path, its permissions and the free disk space"
+    print(f"error: {text or type(e).__name__}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

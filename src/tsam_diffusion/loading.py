@@ -6,6 +6,10 @@ import os
 from importlib import import_module
 from typing import Any, Callable
 
+from .hub import ModelLoadError, dtype_kwargs, first_line, looks_like_path
+
+__all__ = ["BUILTIN_MODELS", "PIPELINE_CLASSES", "ModelLoadError", "load_pipeline"]
+
 BUILTIN_MODELS: dict[str, Callable[..., Any]] = {
     "tsam-mini": lambda **kw: import_module("tsam_diffusion.mini.model").load_bundled(**kw),
 }
@@ -16,10 +20,6 @@ PIPELINE_CLASSES: dict[str, str] = {"TSAMMiniPipeline": "tsam_diffusion.mini.mod
 """This package's own pipeline classes, by the ``_class_name`` a saved folder's model_index.json gives."""
 
 
-class ModelLoadError(OSError):
-    """A model could not be loaded (missing weights, no network, bad folder)."""
-
-
 def load_pipeline(model: str, **kwargs: Any) -> Any:
     """``DiffusionPipeline.from_pretrained(model, **kwargs)``, or a built-in such as ``tiny-sd``."""
     from . import tiny  # noqa: F401  (registers the built-in models)
@@ -28,12 +28,19 @@ def load_pipeline(model: str, **kwargs: Any) -> Any:
         return BUILTIN_MODELS[model](**kwargs)
     from diffusers import DiffusionPipeline
 
+    from .hub import WeightsNotFound, locate
+
+    fix = (f"download it where the hub is reachable (`huggingface-cli download {model} --local-dir DIR`), copy DIR "
+           "here and pass `--model DIR` (Python: `TSAMPipeline.from_pretrained(DIR)`); built-in models that need no "
+           f"download: {', '.join(BUILTIN_MODELS)}")
+    try:
+        where = locate(model)
+    except WeightsNotFound as e:
+        if looks_like_path(model):
+            raise ModelLoadError(f"model folder {model!r} does not exist; pass a folder written by `save_pretrained`, "
+                                 f"a hub id, or a built-in name ({', '.join(BUILTIN_MODELS)})") from None
+        raise ModelLoadError(f"cannot load model {model!r}: pretrained weights are needed and {e}; {fix}") from None
     path = os.path.expanduser(model)
-    if (os.path.isabs(path) or model.startswith((".", "~")) or os.path.exists(path)) and not os.path.isdir(path):
-        raise ModelLoadError(
-            f"model folder {model!r} does not exist; pass a folder written by `save_pretrained`, "
-            f"a hub id, or a built-in name ({', '.join(BUILTIN_MODELS)})"
-        )
     try:
         index = os.path.join(path, "model_index.json")
         name = None
@@ -43,13 +50,7 @@ def load_pipeline(model: str, **kwargs: Any) -> Any:
         if name in PIPELINE_CLASSES:
             module, cls = PIPELINE_CLASSES[name].split(":")
             return getattr(import_module(module), cls).from_pretrained(path, **kwargs)
-        return DiffusionPipeline.from_pretrained(path, **kwargs)
+        return DiffusionPipeline.from_pretrained(path, **where, **dtype_kwargs(kwargs))
     except (OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"could not load model {model!r}: {str(e).splitlines()[0][:300]}\n"
-            "Pretrained weights are needed and were not found locally. On a machine without access to the "
-            "Hugging Face hub, download the model elsewhere (e.g. `huggingface-cli download "
-            f"{model} --local-dir DIR`), copy DIR over and pass its path (`--model DIR` / "
-            "`TSAMPipeline.from_pretrained(DIR)`). The built-in `tiny-sd` needs no weights (random, "
-            "for smoke tests only)."
-        ) from e
+        raise ModelLoadError(f"could not load model {model!r}: {first_line(e)}; pretrained weights are needed: "
+                             f"if they are incomplete or missing, {fix}") from e

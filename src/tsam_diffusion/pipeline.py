@@ -85,6 +85,7 @@ class TSAMPipeline:
         Stable Diffusion; 25 steps, scale 4 and ``mini`` for tsam-mini).
         """
         prompts = _check_prompts(prompt)
+        self.adapter.warn_unknown_tokens(prompts)
         config = _resolve_config(tsam, self.adapter.default_preset)
         num_inference_steps, guidance_scale = self.adapter.sampling_settings(num_inference_steps, guidance_scale)
         if num_inference_steps < 1:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .files import save_png
+
 if TYPE_CHECKING:
     from .diagnostics import Diagnostics
 
@@ -280,9 +282,7 @@ def save_diagnostic_maps(
     written: list[Path] = []
 
     def save(img: Image.Image, suffix: str) -> None:
-        path = out_dir / f"{stem}_{suffix}.png"
-        img.save(path)
-        written.append(path)
+        written.append(save_png(img, out_dir / f"{stem}_{suffix}.png"))
 
     gamma = (d.config or {}).get("gamma")
     t_title = "T: text self-attention" + (f" (^gamma={gamma:g})" if gamma is not None else "")

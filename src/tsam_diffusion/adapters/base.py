@@ -95,6 +95,28 @@ class ModelAdapter(ABC):
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
 
+    def warn_unknown_tokens(self, prompts: list[str]) -> None:
+        """Warn once per call about prompts with text the tokenizer reads as its unknown token (emoji
+        or other characters outside a WordPiece vocabulary): the model sees no meaning there."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        unk = getattr(tokenizer, "unk_token_id", None)
+        if tokenizer is None or unk is None:
+            return
+        fast = getattr(tokenizer, "is_fast", False)
+        special = {getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "cls", "sep")}
+        if unk in special and not fast:  # e.g. CLIP's unknown token is its end-of-text token: no way to tell apart
+            return
+        batch = tokenizer(prompts, return_offsets_mapping=fast)
+        for p, ids in enumerate(batch.input_ids):
+            # with offsets, an unknown token is one that stands for text (special tokens span nothing)
+            spans = [(a, b) for (a, b), i in zip(batch["offset_mapping"][p], ids) if i == unk and b > a] if fast else []
+            if not spans and (fast or unk not in ids):
+                continue
+            what = ", ".join(repr(prompts[p][a:b]) for a, b in spans) or "some characters"
+            warnings.warn(f"prompt {p} ({prompts[p][:60]!r}): the text encoder's tokenizer does not know {what} "
+                          f"and reads it as {tokenizer.unk_token}; rephrase in words it knows", stacklevel=3)
+            return
+
     def sampling_settings(self, num_inference_steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
         """``(steps, guidance scale)``: the values given, the family's defaults where ``None``."""
         return (self.default_steps if num_inference_steps is None else num_inference_steps,

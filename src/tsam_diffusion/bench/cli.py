@@ -8,7 +8,9 @@ from pathlib import Path
 
 def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     """Add ``bench`` and its subcommands to the ``tsam`` parser's subparsers."""
-    from ..cli import DEFAULT_MODEL, add_generation_options
+    from ..options import DEFAULT_MODEL, add_generation_options, add_threads_option
+    from .metrics import metric_names
+    from .report import MIN_PROMPTS
 
     bench = sub.add_parser("bench", help="benchmarks the way the paper ran them: suites, runs, metrics, reports",
                            description="Benchmarks: generate a suite with several methods and seeds (resumable, "
@@ -17,7 +19,9 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     bsub = bench.add_subparsers(dest="bench_command", metavar="COMMAND")
     bsub.required = True
 
-    s = bsub.add_parser("suites", help="list the prompt suites with their sizes", formatter_class=formatter_class)
+    s = bsub.add_parser("suites", help="list the prompt suites with their sizes",
+                        description="List the prompt suites shipped with the package: name, number of prompts, source.",
+                        formatter_class=formatter_class)
     s.set_defaults(func=suites_command)
 
     r = bsub.add_parser(
@@ -33,24 +37,44 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
                    "tsam:PRESET, each T-SAM one optionally with overrides, e.g. 'tsam[alpha=5;gamma=2]' (default: %(default)s)")
     r.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_PATH", help="hub id or local folder (default: %(default)s)")
     r.add_argument("--seeds", default="0", metavar="SPEC", help="seeds: N, N-M or a comma-separated list (default: %(default)s)")
-    r.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N prompts of each suite")
+    r.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only N prompts of each suite, spread over its templates (or categories, tags, sources): "
+                        "the same N prompts every time, and those of a smaller N are among them")
     r.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
     r.add_argument("--batch-size", type=int, default=4, metavar="N", help="seeds of one prompt generated together (default: %(default)s)")
     add_generation_options(r)
-    r.set_defaults(func=run_command)
+    r.set_defaults(func=run_command, on_interrupt="finished images are kept; rerun the same command to continue")
 
-    sc = bsub.add_parser("score", help="add metric values to a run", formatter_class=formatter_class)
-    sc.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    sc.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. clip,clip-text,tifa")
-    sc.add_argument("--batch-size", type=int, default=16, metavar="N")
-    sc.add_argument("--device", default="auto", metavar="D")
+    sc = bsub.add_parser(
+        "score", help="add metric values to a run",
+        description="Score every image of RUN_DIR that a metric has not scored yet and store the values in its "
+                    "database. Rerunning continues where it stopped; under torchrun the images are split between "
+                    f"the processes. Metrics: {', '.join(metric_names())}.",
+        formatter_class=formatter_class)
+    sc.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by `tsam bench run`")
+    sc.add_argument("--metrics", required=True, metavar="NAMES",
+                    help=f"comma-separated metric names, of: {', '.join(metric_names())}")
+    sc.add_argument("--batch-size", type=int, default=16, metavar="N",
+                    help="images a metric model scores at once; lower it if memory runs out (default: %(default)s)")
+    sc.add_argument("--device", default="auto", metavar="D",
+                    help="torch device of the metric models; auto (default) = cuda if available, else mps, else cpu")
+    add_threads_option(sc)
     sc.add_argument("--option", action="append", default=[], metavar="METRIC.KEY=VALUE",
-                    help="a metric option, e.g. tifa.questions=tifa_v1.0_question_answers.json or clip.model=DIR")
-    sc.set_defaults(func=score_command)
+                    help="a metric option (repeatable), e.g. clip.model=DIR for local CLIP weights or "
+                         "tifa.questions=tifa_v1.0_question_answers.json")
+    sc.set_defaults(func=score_command, on_interrupt="stored scores are kept; rerun the same command to continue")
 
-    rp = bsub.add_parser("report", help="write report.md and a self-contained report.html", formatter_class=formatter_class)
-    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rp = bsub.add_parser(
+        "report", help="write report.md and a self-contained report.html",
+        description="Write RUN_DIR/report.md and a self-contained HTML report: per suite and method the mean of "
+                    "every metric with a 95% interval resampling prompts, paired differences to vanilla, TIFA "
+                    "per element type, image grids and the run's configuration.",
+        formatter_class=formatter_class)
+    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by `tsam bench run`")
     rp.add_argument("--out", type=Path, default=None, metavar="HTML", help="the HTML file (default: RUN_DIR/report.html)")
+    rp.add_argument("--min-prompts", type=int, default=MIN_PROMPTS, metavar="N",
+                    help="a mean over fewer prompts is shown without an interval, and never as a difference that "
+                         "excludes 0: an interval that resamples a handful of prompts means little (default: %(default)s)")
     rp.set_defaults(func=report_command)
 
 
@@ -65,19 +89,20 @@ def suites_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ..cli import resolve_device, resolve_dtype
+    from ..options import check_device, check_generation_options, resolve_device, resolve_dtype
     from .run import distributed_context, parse_methods, parse_seeds, run_benchmark
-    from .suites import load_prompts_file, load_suite
+    from .suites import load_prompts_file, load_suite, take
 
+    check_generation_options(args)
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    prompts = load_prompts_file(args.prompts) if args.prompts else [p for name in args.suite for p in load_suite(name)[: args.limit]]
-    if args.prompts and args.limit:
-        prompts = prompts[: args.limit]
+    sources = [load_prompts_file(args.prompts)] if args.prompts else [load_suite(name) for name in args.suite]
+    prompts = [p for suite in sources for p in take(suite, args.limit)]
     rank, world, local_rank = distributed_context()
     device = resolve_device(args.device)
+    check_device(device)
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     dtype = resolve_dtype(args.dtype, device)
@@ -86,7 +111,7 @@ def run_command(args: argparse.Namespace) -> int:
         counts = run_benchmark(prompts, methods, seeds, args.out, model=args.model, num_inference_steps=args.steps,
                                guidance_scale=args.guidance_scale, height=args.height, width=args.width,
                                dtype=str(dtype).removeprefix("torch."), device=device, batch_size=args.batch_size,
-                               rank=rank, world_size=world)
+                               rank=rank, world_size=world, threads=args.threads)
     finally:
         if group:
             import torch.distributed as dist
@@ -100,7 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def score_command(args: argparse.Namespace) -> int:
-    from ..cli import resolve_device
+    from ..options import check_device, resolve_device
     from .run import distributed_context
     from .score import score_run
 
@@ -113,8 +138,14 @@ def score_command(args: argparse.Namespace) -> int:
         options.setdefault(metric, {})[name] = value
     rank, world, _ = distributed_context()
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    counts = score_run(args.run_dir, names, device=resolve_device(args.device), batch_size=args.batch_size,
-                       options=options, rank=rank, world_size=world)
+    if not names:
+        raise ValueError("--metrics names no metric; give e.g. --metrics shapes or --metrics clip,clip-text")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    check_device(device)
+    counts = score_run(args.run_dir, names, device=device, batch_size=args.batch_size,
+                       options=options, rank=rank, world_size=world, threads=args.threads)
     print(", ".join(f"{k}: {v} images scored" for k, v in counts.items()), file=sys.stderr)
     return 0
 
@@ -122,7 +153,9 @@ def score_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     from .report import make_report
 
-    md, html = make_report(args.run_dir, out_html=args.out)
+    if args.min_prompts < 2:
+        raise ValueError(f"--min-prompts must be >= 2 (one prompt resampled is no interval), got {args.min_prompts}")
+    md, html = make_report(args.run_dir, out_html=args.out, min_prompts=args.min_prompts)
     print(md)
     print(html)
     return 0

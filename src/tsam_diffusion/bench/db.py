@@ -16,6 +16,8 @@ Tables (``RUN_DIR/run.sqlite``):
 
 Every write is one short transaction in WAL mode with a generous busy timeout, so processes of a
 multi-GPU run can share the file; a process killed mid-write leaves the database consistent.
+Opening a run checks the file first (SQLite's ``quick_check`` and the tables' columns): a damaged
+file, or one that is not a run database, fails with one ``BenchError`` saying what to do.
 """
 from __future__ import annotations
 
@@ -48,25 +50,46 @@ IMAGE_COLUMNS = ("job_id", "suite", "prompt_id", "prompt", "prompt_meta", "seed"
 JSON_COLUMNS = ("prompt_meta", "config", "versions", "diagnostics")
 
 
+class BenchError(RuntimeError):
+    """A benchmark cannot go on (bad input, unwritable output, damaged database); the message says what to do."""
+
+
 class ConfigConflict(ValueError):
     """The run directory holds a run made with other settings or another method configuration."""
 
 
 class RunDB:
-    """Access to ``RUN_DIR/run.sqlite``; open one per process."""
+    """Access to ``RUN_DIR/run.sqlite``; open one per process.
 
-    def __init__(self, run_dir: str | Path) -> None:
+    ``create=False`` (scoring, reports) refuses a directory without a database instead of starting one.
+    """
+
+    def __init__(self, run_dir: str | Path, *, create: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / DB_NAME
-        with self._connect() as con:
-            con.executescript(SCHEMA)
+        if not create and not self.path.is_file():
+            raise BenchError(f"{self.run_dir} holds no benchmark run (no {DB_NAME}); make one with `tsam bench run`")
+        with self._connect() as con:  # read-only checks first: a foreign file is left as it was
+            check = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+            if check != ["ok"]:
+                raise _db_error(self.path, sqlite3.DatabaseError(check[0] if check else "quick_check failed"))
+            if create:
+                con.executescript(SCHEMA)
+            missing = _missing_columns(con)
+            if missing:
+                raise BenchError(f"{self.path} is not a run database of this version of tsam (missing: "
+                                 f"{', '.join(missing)}); use another run directory")
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: set once, for every later connection
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=60.0, isolation_level=None)) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA busy_timeout=60000")
-            yield con
+        """A connection; any SQLite error on it becomes a ``BenchError`` that says what to do."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=60.0, isolation_level=None)) as con:
+                con.execute("PRAGMA busy_timeout=60000")
+                yield con
+        except sqlite3.Error as e:
+            raise _db_error(self.path, e) from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -144,6 +167,14 @@ class RunDB:
         with self.transaction() as con:
             con.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)", rows)
             con.executemany("INSERT OR REPLACE INTO scored VALUES (?, ?)", [(job, metric) for job in values])
+        with self._connect() as con:  # read back: only what is stored counts as scored
+            jobs = list(values)
+            stored = sum(con.execute(f"SELECT COUNT(*) FROM scored WHERE metric = ? AND job_id IN "
+                                     f"({', '.join('?' * len(part))})", (metric, *part)).fetchone()[0]
+                         for part in (jobs[i : i + 500] for i in range(0, len(jobs), 500)))
+        if stored != len(jobs):
+            raise BenchError(f"{self.path}: {len(jobs) - stored} of {len(jobs)} {metric} scores were not stored "
+                             "(is the database damaged?); nothing is reported as scored that is not stored")
 
     def scored_jobs(self, metric: str) -> set[str]:
         with self._connect() as con:
@@ -154,3 +185,29 @@ class RunDB:
         with self._connect() as con:
             rows = con.execute("SELECT job_id, metric, key, value FROM scores ORDER BY rowid").fetchall()
         return [dict(zip(("job_id", "metric", "key", "value"), r)) for r in rows]
+
+
+def _db_error(path: Path, e: sqlite3.Error) -> BenchError:
+    """One line for a SQLite failure: a damaged file gets the way to recover, others their cause."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip() and not line.startswith("***")]
+    e = type(e)(lines[0] + (f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else "") if lines else type(e).__name__)
+    if isinstance(e, sqlite3.OperationalError):  # cannot open, disk I/O, locked beyond the timeout
+        return BenchError(f"cannot use the run database {path}: {e}; check that its folder is readable and "
+                          "writable and that the disk is not full, then rerun the same command")
+    return BenchError(f"{path} is damaged or not a run database ({e}); restore it from a copy, or move it away and "
+                      "rerun the same `tsam bench run` command to rebuild it (its images are generated again)")
+
+
+def _missing_columns(con: sqlite3.Connection) -> list[str]:
+    """``table.column`` names of ``SCHEMA`` that the open database lacks (whole tables as ``table``)."""
+    missing = []
+    for table, columns in _SCHEMA_COLUMNS.items():
+        have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+        missing += [table] if not have else [f"{table}.{c}" for c in columns if c not in have]
+    return missing
+
+
+_SCHEMA_COLUMNS = {
+    "settings": ("key", "value"), "methods": ("name", "config"), "images": IMAGE_COLUMNS,
+    "scores": ("job_id", "metric", "key", "value"), "scored": ("job_id", "metric"),
+}

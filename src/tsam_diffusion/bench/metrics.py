@@ -205,6 +205,11 @@ def register_metric(name: str, factory: MetricFactory) -> None:
     METRICS[name] = factory
 
 
+def metric_names() -> list[str]:
+    """The registered metrics' names, sorted."""
+    return sorted(METRICS)
+
+
 def create_metric(name: str, device: str = "cpu", **options: Any) -> Metric:
     """Build the metric registered as ``name`` on ``device``; unknown names raise ``ValueError``."""
     if name not in METRICS:
@@ -314,22 +319,30 @@ def tifa_image_values(results: Iterable[QuestionResult]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- loading
 
 
-def _unavailable_message(metric: str, option: str, source: str, default: str) -> str:
+def _unavailable_message(metric: str, option: str, source: str, default: str, why: str) -> str:
     wanted = default if source == default else f"{source} (in place of {default})"
-    return (
-        f"metric {metric!r} needs the pretrained checkpoint {wanted}: pretrained weights are required and "
-        f"were not found locally (no such folder, nor an entry in the Hugging Face cache) and could not be "
-        f"downloaded. Download {default} (e.g. with huggingface_hub.snapshot_download) and pass its folder "
-        f"with the option {option}=/path/to/folder."
-    )
+    return (f"metric {metric!r} needs the pretrained checkpoint {wanted}, and {why}; download {default} where the "
+            f"hub is reachable (`huggingface-cli download {default} --local-dir DIR`), copy DIR here and pass "
+            f"`--option {metric}.{option}=DIR` (Python: `create_metric({metric!r}, {option}=DIR)`)")
 
 
 def _load(loader: Callable[..., Any], source: str, *, metric: str, option: str, default: str, **kwargs: Any) -> Any:
-    """``loader(source, **kwargs)`` (a ``from_pretrained``) with load failures as MetricUnavailable."""
+    """``loader(source, **kwargs)`` (a ``from_pretrained``) with load failures as MetricUnavailable.
+
+    Whether the weights can be had is decided first, in well under a second (``tsam_diffusion.hub``),
+    so an offline machine gets the message at once rather than after the hub client's retries.
+    """
+    from ..hub import WeightsNotFound, first_line, locate
+
     try:
-        return loader(source, **kwargs)
+        where = locate(source)
+    except WeightsNotFound as exc:
+        raise MetricUnavailable(_unavailable_message(metric, option, source, default, str(exc))) from None
+    try:
+        return loader(source, **where, **kwargs)
     except (OSError, ValueError) as exc:
-        raise MetricUnavailable(_unavailable_message(metric, option, source, default)) from exc
+        why = f"loading it failed ({first_line(exc)})"
+        raise MetricUnavailable(_unavailable_message(metric, option, source, default, why)) from exc
 
 
 T = TypeVar("T")

@@ -43,7 +43,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .db import DB_NAME, RunDB
+from ..files import write_bytes, write_text
+from .db import RunDB
 
 __all__ = [
     "BASELINE",
@@ -66,6 +67,7 @@ TIFA_SCORE = "tifa/score"
 COUNT_PREFIXES = ("correct:", "questions:")
 ELEMENTS_PNG = "report_tifa_elements.png"
 GRID_PROMPTS = 12
+MIN_PROMPTS = 10  # fewer prompts in a cell: its mean is shown without an interval
 THUMB_PX = 256
 MD_THUMB_PX = 160  # width of the grid images in the Markdown file
 _METRIC_ORDER = ("clip", "clip-text", "tifa", "shapes")  # others follow alphabetically
@@ -76,15 +78,17 @@ Row = dict[str, Any]
 # --------------------------------------------------------------------------- statistics
 
 
-def bootstrap_ci(values: Iterable[float], *, n: int = 2000, alpha: float = 0.05,
-                 seed: int = 0, groups: Sequence[Any] | None = None) -> tuple[float, float, float]:
+def bootstrap_ci(values: Iterable[float], *, n: int = 2000, alpha: float = 0.05, seed: int = 0,
+                 groups: Sequence[Any] | None = None, min_units: int = 2) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean and the percentile-bootstrap ``1 - alpha`` interval of the mean.
 
     ``n`` resamples with replacement from ``np.random.default_rng(seed)``, so the result depends only
-    on the values, ``n``, ``alpha`` and ``seed``. One value gives ``lo == hi == mean``; no values give
-    three NaNs. With ``groups`` (one label per value, e.g. the prompt of each image) whole groups are
-    resampled (a cluster bootstrap): images of one prompt are not independent, so resampling images
-    alone gives intervals that are too narrow when there are many seeds per prompt.
+    on the values, ``n``, ``alpha`` and ``seed``. With ``groups`` (one label per value, e.g. the prompt
+    of each image) whole groups are resampled (a cluster bootstrap): images of one prompt are not
+    independent, so resampling images alone gives intervals that are too narrow when there are many
+    seeds per prompt. Fewer than ``min_units`` resampled units (groups, else values) give no
+    interval: ``lo`` and ``hi`` are NaN (a resample of one prompt is that prompt again, not an
+    interval); no values give three NaNs.
     """
     arr = np.asarray(list(values), dtype=np.float64).ravel()
     if groups is not None:
@@ -98,8 +102,8 @@ def bootstrap_ci(values: Iterable[float], *, n: int = 2000, alpha: float = 0.05,
     if k == 0:
         return (math.nan, math.nan, math.nan)
     mean = float(arr.mean())
-    if k == 1 or n <= 0:
-        return (mean, mean, mean)
+    if k < max(2, min_units) or n <= 0:
+        return (mean, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     means = np.empty(n, dtype=np.float64)
     chunk = max(1, 2_000_000 // k)  # bounded memory for large suites (index matrix chunk x k)
@@ -233,6 +237,7 @@ class Report:
     baseline: str = BASELINE
     ci_level: float = 0.95
     bootstrap_samples: int = 2000
+    min_prompts: int = MIN_PROMPTS
 
     @property
     def title(self) -> str:
@@ -265,15 +270,15 @@ def _grid(rows: Sequence[Row], methods: Sequence[str], max_prompts: int) -> list
 
 
 def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot: int = 2000,
-                 alpha: float = 0.05, seed: int = 0) -> Report:
+                 alpha: float = 0.05, seed: int = 0, min_prompts: int = MIN_PROMPTS) -> Report:
     """Read ``RUN_DIR/run.sqlite`` and compute the report's tables.
 
-    Raises ``FileNotFoundError`` when there is no run database, ``ValueError`` when it has no images.
+    Intervals resample prompts; a mean over fewer than ``min_prompts`` prompts gets none (NaN bounds).
+
+    Raises ``BenchError`` when there is no usable run database, ``ValueError`` when it has no images.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / DB_NAME).is_file():  # RunDB() would create an empty database: check first
-        raise FileNotFoundError(f"{run_dir} is not a benchmark run directory: {run_dir / DB_NAME} does not exist")
-    db = RunDB(run_dir)
+    db = RunDB(run_dir, create=False)
     images = db.images()
     if not images:
         raise ValueError(f"the run in {run_dir} has no images yet; generate some before making a report")
@@ -288,10 +293,10 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
     report = Report(run_dir=run_dir, settings=db.settings(), method_configs=configs,
                     model=images[0].get("model"), versions=images[0].get("versions") or {},
                     suites=suites, methods=methods, measure_names=measure_names,
-                    ci_level=1 - alpha, bootstrap_samples=n_boot)
+                    ci_level=1 - alpha, bootstrap_samples=n_boot, min_prompts=min_prompts)
 
-    def ci(values: Sequence[float], groups: Sequence[str]) -> tuple[float, float, float]:
-        return bootstrap_ci(values, n=n_boot, alpha=alpha, seed=seed, groups=groups)  # prompts resampled
+    def ci(values: Sequence[float], groups: Sequence[str]) -> tuple[float, float, float]:  # prompts resampled
+        return bootstrap_ci(values, n=n_boot, alpha=alpha, seed=seed, groups=groups, min_units=min_prompts)
 
     for suite in suites:
         srows = [r for r in rows if r["suite"] == suite]
@@ -394,8 +399,15 @@ def _f(x: float | None, digits: int = 4, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
+def _interval_text(row: Row, signed: bool = False) -> str:
+    """``[lo, hi]``, or a note where the cell has too few prompts for an interval."""
+    if not (math.isfinite(row["lo"]) and math.isfinite(row["hi"])):
+        return "[no interval: too few prompts]"
+    return f"[{_f(row['lo'], signed=signed)}, {_f(row['hi'], signed=signed)}]"
+
+
 def _ci_text(row: Row, signed: bool = False) -> str:
-    return f"{_f(row['mean'], signed=signed)} [{_f(row['lo'], signed=signed)}, {_f(row['hi'], signed=signed)}]"
+    return f"{_f(row['mean'], signed=signed)} {_interval_text(row, signed)}"
 
 
 def _significance(row: Row) -> int:
@@ -467,7 +479,8 @@ def _markdown(report: Report, md_dir: Path, chart_name: str | None) -> str:
            f"Model: `{report.model}`  ",
            f"Methods: {', '.join(_md(m) for m in report.methods)}  ",
            f"Suites: {', '.join(_md(s) for s in report.suites)}", "",
-           f"Means with percentile-bootstrap {pct} intervals ({report.bootstrap_samples} resamples of the prompts) in brackets."
+           f"Means with percentile-bootstrap {pct} intervals ({report.bootstrap_samples} resamples of the prompts) in brackets;"
+           f" a mean over fewer than {report.min_prompts} prompts gets no interval."
            + (f" Paired differences are `method - {report.baseline}` over images of the same prompt and seed; "
               "**bold** where the interval excludes 0." if report.paired else ""), ""]
     for suite in report.suites:
@@ -538,10 +551,9 @@ def write_markdown(report: Report, path: str | Path) -> Path:
     png = element_chart_png(report)
     chart_name = None
     if png is not None:
-        (path.parent / ELEMENTS_PNG).write_bytes(png)
+        write_bytes(path.parent / ELEMENTS_PNG, png)
         chart_name = ELEMENTS_PNG
-    path.write_text(_markdown(report, path.parent, chart_name), encoding="utf-8")
-    return path
+    return write_text(path, _markdown(report, path.parent, chart_name))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -613,7 +625,7 @@ def _ci_cell(cell: Row | None, signed: bool = False, n: int | None = None) -> st
         cls = {1: " pos", -1: " neg", 0: ""}[_significance(cell)]
     extra = f" n={n}" if n is not None else ""
     return (f'<td class="num{cls}">{_h(_f(cell["mean"], signed=signed))}<br>'
-            f'<span class="ci">[{_h(_f(cell["lo"], signed=signed))}, {_h(_f(cell["hi"], signed=signed))}]{_h(extra)}</span></td>')
+            f'<span class="ci">{_h(_interval_text(cell, signed))}{_h(extra)}</span></td>')
 
 
 def _html(report: Report) -> str:
@@ -626,7 +638,8 @@ def _html(report: Report) -> str:
                        f"<tr><th>suites</th><td>{_h(', '.join(report.suites))}</td></tr>",
                        "</table>",
                        f'<p class="note">Means with percentile-bootstrap {_h(pct)} intervals '
-                       f"({report.bootstrap_samples} resamples of the prompts) below them."
+                       f"({report.bootstrap_samples} resamples of the prompts) below them; a mean over fewer "
+                       f"than {report.min_prompts} prompts gets no interval."
                        + (f" Paired differences are <code>method - {_h(report.baseline)}</code> over images of "
                           "the same prompt and seed; green / red where the interval lies above / below 0."
                           if report.paired else "") + "</p>"]
@@ -718,15 +731,14 @@ def write_html(report: Report, path: str | Path) -> Path:
     """Write the self-contained HTML report (chart and thumbnails embedded) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_html(report), encoding="utf-8")
-    return path
+    return write_text(path, _html(report))
 
 
 def make_report(run_dir: str | Path, out_html: str | Path | None = None, *,
-                max_prompts: int = GRID_PROMPTS) -> tuple[Path, Path]:
+                max_prompts: int = GRID_PROMPTS, min_prompts: int = MIN_PROMPTS) -> tuple[Path, Path]:
     """Build the report of ``run_dir`` and write ``report.md`` and ``report.html`` there (or ``out_html``
     and its ``.md`` sibling). Returns ``(md_path, html_path)``."""
-    report = build_report(run_dir, max_prompts=max_prompts)
+    report = build_report(run_dir, max_prompts=max_prompts, min_prompts=min_prompts)
     html_path = Path(out_html) if out_html is not None else Path(run_dir) / "report.html"
     md_path = html_path.with_suffix(".md")
     write_markdown(report, md_path)

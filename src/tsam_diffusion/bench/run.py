@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import PRESETS, TSAMConfig
-from .db import RunDB
+from ..files import save_png
+from ..options import check_seed
+from ..threads import Threads
+from .db import BenchError, RunDB
 from .suites import Prompt
-
-
-class BenchError(RuntimeError):
-    """A benchmark run cannot go on (bad input, unwritable output); the message says what to do."""
 
 
 DEFAULT = "default"  # ``Method.tsam`` of a bare ``tsam``: the model's own preset, known once it is loaded
@@ -149,7 +148,11 @@ def parse_seeds(spec: str) -> list[int]:
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
             raise ValueError(f"bad seed range {part!r} in {spec!r}: use N, N-M or a comma-separated list of them")
-        seeds.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        check_seed(last)
+        if last - first >= 1_000_000:
+            raise ValueError(f"seed range {part!r} has over a million seeds; give a smaller range")
+        seeds.update(range(first, last + 1))
     if not seeds:
         raise ValueError(f"no seeds in {spec!r}")
     return sorted(seeds)
@@ -219,8 +222,12 @@ def run_benchmark(
     world_size: int = 1,
     progress: bool = True,
     pipeline: Any = None,
+    threads: str | int | None = None,
 ) -> dict[str, int]:
     """Generate what is not done yet of this process's share; returns counts (planned, done before, made).
+
+    ``threads``: torch's CPU threads (``tsam_diffusion.threads``: a number, or ``"auto"`` to follow
+    the machine's load between batches); ``None`` leaves torch's setting alone.
 
     ``num_inference_steps``/``guidance_scale`` ``None`` and a bare ``tsam`` method take the model's own
     values (the settings record ``None``; each image row records the values used).
@@ -229,6 +236,7 @@ def run_benchmark(
         raise BenchError("the selection is empty: no prompts to generate")
     if batch_size < 1:
         raise BenchError(f"--batch-size must be >= 1, got {batch_size}")
+    cpu_threads = Threads(threads)
     out = Path(out)
     with _run_dir_errors(out):
         out.mkdir(parents=True, exist_ok=True)
@@ -271,6 +279,7 @@ def run_benchmark(
     bar = tqdm(total=todo, unit="img", desc=f"rank {rank}/{world_size}" if world_size > 1 else "images", disable=not progress)
     try:
         for chunk in mine:
+            cpu_threads.adapt()
             t0 = time.perf_counter()
             job = chunk[0]
             result = pipeline(
@@ -293,15 +302,11 @@ def run_benchmark(
 
 @contextmanager
 def _run_dir_errors(out: Path) -> Iterator[None]:
-    """OSError and sqlite3 errors (unwritable or corrupt database) -> BenchError saying what to do."""
+    """OSError (unwritable run directory) -> BenchError saying what to do (RunDB reports SQLite errors itself)."""
     try:
         yield
     except OSError as e:
         raise BenchError(f"cannot write to the run directory {out}: {e}") from e
-    except Exception as e:
-        if type(e).__module__ == "sqlite3":
-            raise BenchError(f"cannot use the run database in {out}: {e}") from e
-        raise
 
 
 def _row(job: Job, image, diagnostics, b: int, model: str, versions_: dict, seconds: float, out: Path,
@@ -309,9 +314,7 @@ def _row(job: Job, image, diagnostics, b: int, model: str, versions_: dict, seco
     """Write one image atomically (temporary name, then rename) and return its database row."""
     path = out / job.image
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    save_png(image, path)
     losses = diagnostics.losses
     return {
         "job_id": job.job_id, "suite": job.prompt.suite, "prompt_id": job.prompt.id, "prompt": job.prompt.text,

@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .db import DB_NAME, RunDB
-from .run import BenchError
+from .db import BenchError, RunDB
 
 
 def score_run(
@@ -18,22 +17,24 @@ def score_run(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    threads: str | int | None = None,
 ) -> dict[str, int]:
     """Score every image not yet scored by each metric; returns how many images each metric scored.
 
     All metrics are loaded before any work starts, so missing weights fail at once. Images are
     taken in database order and split between processes like generation (chunk ``k`` to process
-    ``k % world_size``); each chunk's values are stored in one transaction.
+    ``k % world_size``); each chunk's values are stored in one transaction. ``threads`` as in
+    ``run_benchmark``.
     """
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from ..threads import Threads
     from .metrics import create_metric
 
+    cpu_threads = Threads(threads)
     run_dir = Path(run_dir)
-    if not (run_dir / DB_NAME).is_file():
-        raise BenchError(f"{run_dir} holds no benchmark run (no run.sqlite); make one with `tsam bench run`")
-    db = RunDB(run_dir)
+    db = RunDB(run_dir, create=False)
     rows = db.images()
     if not rows:
         raise BenchError(f"{run_dir} has no images to score yet; run `tsam bench run` first")
@@ -48,6 +49,7 @@ def score_run(
         counts[name] = 0
         with tqdm(total=sum(map(len, mine)), unit="img", desc=name, disable=not progress) as bar:
             for chunk in mine:
+                cpu_threads.adapt()
                 images = [Image.open(run_dir / r["image"]).convert("RGB") for r in chunk]
                 values = metric.score(images, [r["prompt"] for r in chunk], [_meta(r) for r in chunk])
                 db.add_scores(name, {r["job_id"]: v for r, v in zip(chunk, values)})

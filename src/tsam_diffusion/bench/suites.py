@@ -298,6 +298,33 @@ def load_suite(name: str) -> list[Prompt]:
     return spec.load()
 
 
+STRATUM_KEYS = ("template", "category", "tag", "source")
+"""Prompt metadata that groups a suite (ShapesBench templates, Parti categories, GenEval tags, TIFA sources)."""
+
+
+def stratum(prompt: Prompt) -> str:
+    """The prompt's group for sampling: the first of ``STRATUM_KEYS`` in its metadata, else one group."""
+    meta = prompt.meta or {}
+    return next((f"{k}={meta[k]}" for k in STRATUM_KEYS if meta.get(k) not in (None, "")), "")
+
+
+def take(prompts: list[Prompt], n: int | None) -> list[Prompt]:
+    """``n`` prompts spread over the groups of ``prompts`` (see ``stratum``), deterministically.
+
+    The groups take turns in order of first appearance, each giving its prompts in suite order, so
+    every group is represented as soon as ``n`` reaches the number of groups, and ``take(p, n)`` is
+    a prefix of ``take(p, n + 1)`` (a run continued with a larger ``--limit`` reuses its images).
+    The result keeps suite order. ``None`` (or ``n`` >= the suite) takes everything.
+    """
+    if n is None or n >= len(prompts):
+        return list(prompts)
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(stratum(prompt), []).append(i)
+    turns = sorted((rank, order, i) for order, idx in enumerate(groups.values()) for rank, i in enumerate(idx))
+    return [prompts[i] for i in sorted(i for _, _, i in turns[:n])]
+
+
 # --------------------------------------------------------------------------------------------
 # user files
 

@@ -42,7 +42,7 @@ def bundled_dir() -> Path:
 
 def load_bundled(torch_dtype: torch.dtype | None = None, **_: Any) -> "TSAMMiniPipeline":
     """The trained tsam-mini shipped with the package (``--model tsam-mini``)."""
-    from ..loading import ModelLoadError
+    from ..hub import ModelLoadError
 
     if not (bundled_dir() / "unet").is_dir():
         raise ModelLoadError(f"tsam-mini's weights are not in this installation ({bundled_dir()}); train them with "
@@ -105,10 +105,12 @@ class TSAMMiniPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, folder: str | Path, torch_dtype: torch.dtype | None = None, **_: Any) -> "TSAMMiniPipeline":
         """Load the UNet and scheduler of a saved model folder; the text encoder from its package."""
+        from ..hub import dtype_kwargs
+
         folder = Path(folder)
         if not (folder / "unet").is_dir():
             raise OSError(f"{folder} is not a tsam-mini model folder (no unet/ inside)")
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch_dtype or torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", **dtype_kwargs({"torch_dtype": torch_dtype or torch.float32}))
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         scheduler = DDIMScheduler.from_config(scheduler_config)
         tokenizer, text_encoder = load_text_encoder()

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import interrupts
+
 if TYPE_CHECKING:
     import torch
 
@@ -83,20 +85,24 @@ class CaptionCache:
 
 
 def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu", time_budget_s: float | None = None,
-          stop_after: int | None = None, progress: bool = True) -> Path:
+          stop_after: int | None = None, progress: bool = True, threads: str | int | None = None) -> Path:
     """Train (or resume) into ``out``; returns the saved model folder ``out/model``.
 
     ``time_budget_s`` / ``stop_after`` end this run early (after that long / that many steps), with a
-    checkpoint: the next call continues exactly where it stopped.
+    checkpoint: the next call continues exactly where it stopped. Ctrl-C or SIGTERM does the same at
+    the end of the step in progress, then raises ``KeyboardInterrupt``. ``threads``: torch's CPU
+    threads (a number, or ``"auto"`` to follow the machine's load); ``None`` leaves them alone.
     """
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from tqdm.auto import tqdm
 
+    from ..threads import Threads
     from .model import TSAMMiniPipeline, build_unet, load_text_encoder, sampling_scheduler
 
     cfg = cfg or TrainConfig()
+    cpu_threads = Threads(threads)
     torch.set_flush_denormal(True)  # tiny values late in training otherwise slow CPU arithmetic several-fold
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = _load_checkpoint(ckpt_path, device)
         if {**state["config"], "steps": 0} != {**asdict(cfg), "steps": 0}:
             raise ValueError(f"{ckpt_path} was trained with {state['config']}; resume with the same settings or another --out")
         unet.load_state_dict(state["unet"])
@@ -130,12 +136,17 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
 
     new_log = not log_path.exists()
     start, losses, first = time.time(), [], step
-    with open(log_path, "a", newline="") as log_file, tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train") as bar:
+    with open(log_path, "a", newline="") as log_file, tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train") as bar, \
+            interrupts.deferred() as stop:
         log = csv.writer(log_file)
         if new_log:
             log.writerow(["step", "loss", "lr", "seconds"])
         while step < cfg.steps and (time_budget_s is None or time.time() - start < time_budget_s) \
                 and (stop_after is None or step - first < stop_after):
+            if stop:  # Ctrl-C or SIGTERM: checkpoint at this step boundary, then stop
+                save_checkpoint()
+                raise KeyboardInterrupt(stop["signal"])
+            cpu_threads.adapt()
             images, captions = sample_batch(rng, cfg.batch_size)
             captions = ["" if d else c for c, d in zip(captions, rng.random(len(captions)) < cfg.cfg_dropout)]
             hidden, mask = encode(captions)
@@ -169,3 +180,22 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
     model_dir = out / "model"
     TSAMMiniPipeline(unet=ema, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sampling_scheduler()).save_pretrained(model_dir)
     return model_dir
+
+
+def _load_checkpoint(path: Path, device: str) -> dict:
+    """The training state in ``path``; ValueError saying what to do when the file is damaged or foreign."""
+    import torch
+
+    from ..hub import first_line
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        keys = set(state) if isinstance(state, dict) else set()
+        missing = {"unet", "ema", "opt", "step", "rng", "torch_rng", "config"} - keys
+    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ... on a damaged file
+        raise ValueError(f"{path} is damaged or not a tsam-mini checkpoint ({first_line(e, 120)}); move it away to "
+                         "start over, or train into another --out") from None
+    if missing:
+        raise ValueError(f"{path} is not a tsam-mini checkpoint (missing {', '.join(sorted(missing))}); "
+                         "train into another --out")
+    return state

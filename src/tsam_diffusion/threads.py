@@ -1,0 +1,100 @@
+"""How many CPU threads torch should use, given what else is running.
+
+torch splits each CPU operation over ``torch.get_num_threads()`` threads (one per core) that meet
+at a barrier when it ends. When other processes are busy on the same cores, one of those threads
+is often waiting for a time slice while the others spin at the barrier, and every one of the
+thousands of small operations of a sampling step pays for it: on 2 cores with 4 busy processes
+beside it, ``tsam generate`` on tsam-mini took 14x as long with 2 threads as alone, and 2.8x (about
+its fair share of the machine) with 1 thread (``benchmarks/under_load.py``, docs/performance.md).
+
+``threads="auto"`` (the CLI's default) therefore uses the cores that no other process is running
+on at that moment (at least one), and the long commands look again now and then (``Threads.adapt``);
+an integer fixes the number.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+RECHECK_S = 10.0
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _own_runnable() -> int:
+    """Runnable threads of this process (the caller, and torch's workers still spinning after an operation)."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat", encoding="ascii", errors="replace") as f:
+                count += f.read().rpartition(")")[2].split()[0] == "R"
+        except (OSError, IndexError):
+            pass
+    return max(1, count)
+
+
+def other_runnable() -> float:
+    """Runnable threads of other processes right now (Linux: ``/proc/loadavg`` less this process's own
+    runnable threads; elsewhere the 1-minute load average)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return max(0, running - _own_runnable())
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+
+
+def auto_threads() -> int:
+    """The cores no other process is using now, at least 1."""
+    return max(1, cores() - int(round(other_runnable())))
+
+
+def parse_threads(value: str | int) -> int | None:
+    """``"auto"`` -> None (adaptive), a positive integer (or its text) -> itself; else ValueError."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--threads must be a positive integer or auto, got {value!r}")
+    return n
+
+
+class Threads:
+    """Sets ``torch.set_num_threads``: a fixed count, one that follows the machine's load (``"auto"``),
+    or (``None``) nothing: torch's own setting is left alone."""
+
+    def __init__(self, value: str | int | None = "auto") -> None:
+        self.enabled = value is not None
+        self.fixed = parse_threads(value) if self.enabled else None
+        self.checked = -float("inf")
+        self.current = 0
+
+    def adapt(self) -> int:
+        """Apply the fixed count once, or re-evaluate ``auto`` if ``RECHECK_S`` seconds have passed;
+        returns torch's thread count."""
+        import torch
+
+        now = time.monotonic()
+        if not self.enabled:
+            return torch.get_num_threads()
+        if self.current and (self.fixed is not None or now - self.checked < RECHECK_S):
+            return self.current
+
+        self.checked = now
+        n = self.fixed or auto_threads()
+        if n != self.current:
+            torch.set_num_threads(n)
+            self.current = n
+        return n
