@@ -1,5 +1,5 @@
 """Bad input, tried as a new user would, across ``tsam generate``, ``tsam bench run/score/report`` and
-``tsam mini train``: for every case a non-zero exit, exactly one line on stderr (``error: ...``), no
+``tsam mini train/probe``: for every case a non-zero exit, exactly one line on stderr (``error: ...``), no
 traceback, and nothing lost or changed among the outputs made before it.
 
 The workspace (an earlier ``generate`` output, a scored benchmark run, a training run, prompt files,
@@ -197,6 +197,15 @@ CASES = [
     ("train-damaged-checkpoint", ["mini", "train", "--out", "{ws}/train-damaged", "--steps", "2", "--batch-size", "2"],
      "damaged"),
     ("train-no-out", ["mini", "train"], "--out"),
+    # tsam mini probe
+    ("probe-scenes-0", ["mini", "probe", "--scenes", "0", "--out", "{ws}/probe.json"], "--scenes"),
+    ("probe-levels-out-of-range", ["mini", "probe", "--levels", "0,0.5", "--out", "{ws}/probe.json"], "(0, 1]"),
+    ("probe-levels-word", ["mini", "probe", "--levels", "high", "--out", "{ws}/probe.json"], "--levels"),
+    ("probe-unknown-template", ["mini", "probe", "--templates", "two-attr,four", "--out", "{ws}/probe.json"], "four"),
+    ("probe-not-a-mini-model", ["mini", "probe", "--model", "tiny-sd", "--out", "{ws}/probe.json"], "not a tsam-mini"),
+    ("probe-missing-model", ["mini", "probe", "--model", "./no-such-model", "--out", "{ws}/probe.json"], "does not exist"),
+    ("probe-out-under-a-file", ["mini", "probe", "--out", "{ws}/a-file/probe.json"], "a-file"),
+    ("probe-no-cuda", ["mini", "probe", "--device", "cuda", "--out", "{ws}/probe.json"], "not available"),
 ]
 
 
