@@ -114,13 +114,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     """``tsam generate``: T-SAM images (and baselines, comparisons, maps) for every seed. Returns 0."""
+    from .loading import check_model
+
+    _check_args(args)
+    check_model(args.model)  # missing weights: one message in a second, before torch is imported
     import torch
 
     from . import TSAMConfig, TSAMPipeline, viz
     from .threads import Threads
     from .tiny import TINY_NOTE
 
-    _check_args(args)
     threads = Threads(args.threads)
     overrides = {k: v for k, v in (("alpha", args.alpha), ("gamma", args.gamma)) if v is not None}
     TSAMConfig(**overrides)  # a bad --alpha/--gamma fails before the model loads

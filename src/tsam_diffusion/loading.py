@@ -12,34 +12,45 @@ __all__ = ["BUILTIN_MODELS", "PIPELINE_CLASSES", "ModelLoadError", "load_pipelin
 
 BUILTIN_MODELS: dict[str, Callable[..., Any]] = {
     "tsam-mini": lambda **kw: import_module("tsam_diffusion.mini.model").load_bundled(**kw),
+    "tiny-sd": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_sd(**kw),
 }
-"""Built-in pipelines that need no download (name -> builder); ``tiny-sd`` is added by ``tsam_diffusion.tiny``."""
+"""Built-in pipelines that need no download (name -> builder, imported when used)."""
 
 
 PIPELINE_CLASSES: dict[str, str] = {"TSAMMiniPipeline": "tsam_diffusion.mini.model:TSAMMiniPipeline"}
 """This package's own pipeline classes, by the ``_class_name`` a saved folder's model_index.json gives."""
 
 
-def load_pipeline(model: str, **kwargs: Any) -> Any:
-    """``DiffusionPipeline.from_pretrained(model, **kwargs)``, or a built-in such as ``tiny-sd``."""
-    from . import tiny  # noqa: F401  (registers the built-in models)
-
+def check_model(model: str) -> dict[str, Any]:
+    """Whether ``model`` can be loaded, decided in well under a second and before torch or diffusers
+    are imported: ``from_pretrained`` keyword arguments (``{}`` or ``local_files_only``), or
+    ``ModelLoadError`` with the exact way to fix it."""
     if model in BUILTIN_MODELS:
-        return BUILTIN_MODELS[model](**kwargs)
-    from diffusers import DiffusionPipeline
-
+        return {}
     from .hub import WeightsNotFound, locate
 
-    fix = (f"download it where the hub is reachable (`huggingface-cli download {model} --local-dir DIR`), copy DIR "
-           "here and pass `--model DIR` (Python: `TSAMPipeline.from_pretrained(DIR)`); built-in models that need no "
-           f"download: {', '.join(BUILTIN_MODELS)}")
     try:
-        where = locate(model)
+        return locate(model)
     except WeightsNotFound as e:
         if looks_like_path(model):
             raise ModelLoadError(f"model folder {model!r} does not exist; pass a folder written by `save_pretrained`, "
                                  f"a hub id, or a built-in name ({', '.join(BUILTIN_MODELS)})") from None
-        raise ModelLoadError(f"cannot load model {model!r}: pretrained weights are needed and {e}; {fix}") from None
+        raise ModelLoadError(f"cannot load model {model!r}: pretrained weights are needed and {e}; {_fix(model)}") from None
+
+
+def _fix(model: str) -> str:
+    return (f"download it where the hub is reachable (`huggingface-cli download {model} --local-dir DIR`), copy DIR "
+            "here and pass `--model DIR` (Python: `TSAMPipeline.from_pretrained(DIR)`); built-in models that need no "
+            f"download: {', '.join(BUILTIN_MODELS)}")
+
+
+def load_pipeline(model: str, **kwargs: Any) -> Any:
+    """``DiffusionPipeline.from_pretrained(model, **kwargs)``, or a built-in such as ``tiny-sd``."""
+    where = check_model(model)
+    if model in BUILTIN_MODELS:
+        return BUILTIN_MODELS[model](**kwargs)
+    from diffusers import DiffusionPipeline
+
     path = os.path.expanduser(model)
     try:
         index = os.path.join(path, "model_index.json")
@@ -53,4 +64,4 @@ def load_pipeline(model: str, **kwargs: Any) -> Any:
         return DiffusionPipeline.from_pretrained(path, **where, **dtype_kwargs(kwargs))
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load model {model!r}: {first_line(e)}; pretrained weights are needed: "
-                             f"if they are incomplete or missing, {fix}") from e
+                             f"if they are incomplete or missing, {_fix(model)}") from e

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from .loading import BUILTIN_MODELS
 
 CLIP_TOKENIZER_DIR = files("tsam_diffusion") / "data" / "clip_tokenizer"
 TINY_NOTE = "tiny-sd is a random, untrained model: its images are not meaningful"
@@ -110,6 +109,3 @@ def build_tiny_sd(
     if torch_dtype is not None:
         pipe.to(torch_dtype)
     return pipe
-
-
-BUILTIN_MODELS["tiny-sd"] = build_tiny_sd

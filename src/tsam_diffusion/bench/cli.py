@@ -93,7 +93,10 @@ def run_command(args: argparse.Namespace) -> int:
     from .run import distributed_context, parse_methods, parse_seeds, run_benchmark
     from .suites import load_prompts_file, load_suite, take
 
+    from ..loading import check_model
+
     check_generation_options(args)
+    check_model(args.model)  # missing weights: one message in a second, before the prompts load
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
     if args.limit is not None and args.limit < 1:

@@ -100,6 +100,9 @@ def probe_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--templates: unknown {unknown or args.templates!r}; valid: {', '.join(TEMPLATES)}")
     if args.scenes < 1:
         raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
+    from ..loading import check_model
+
+    check_model(args.model)
     check_device(args.device)
     Threads(args.threads).adapt()
     args.out.parent.mkdir(parents=True, exist_ok=True)  # an unusable folder fails before the model loads
