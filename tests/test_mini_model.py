@@ -136,3 +136,56 @@ def test_unknown_characters_are_named_in_a_warning(mini, tsam_pipe, recwarn):
     TSAMPipeline(mini)(PROMPT, tsam=None, num_inference_steps=1)
     tsam_pipe("a 🔴 red car", tsam=None, num_inference_steps=1, output_type="latent")
     assert not [w for w in recwarn if "does not know" in str(w.message)]
+
+
+def test_text_context_reads_the_encoder_as_configured():
+    """What the cross-attention reads: BERT's own hidden states at the chosen depth; [CLS]/[SEP]
+    hidden from the cross-attention when asked, an empty caption keeping [CLS]."""
+    from tsam_diffusion.mini.model import TextContext, encode_texts
+
+    tokenizer, encoder = load_text_encoder()
+    texts = [PROMPT, ""]
+    ref = encoder(**tokenizer(texts, padding="max_length", max_length=24, return_tensors="pt"), output_hidden_states=True)
+    for source, index in (("last", 6), ("embeddings", 0), ("layer2", 2)):
+        hidden, mask = encode_texts(tokenizer, encoder, texts, "cpu", TextContext(source))
+        torch.testing.assert_close(hidden, ref.hidden_states[index])
+        assert mask[0, :9].tolist() == [1] * 9 and mask[1, :3].tolist() == [1, 1, 0]  # [CLS] 7 words [SEP]
+    _, mask = encode_texts(tokenizer, encoder, texts, "cpu", TextContext("last", special_tokens=False))
+    assert mask[0, :9].tolist() == [0] + [1] * 7 + [0] and mask[1].tolist() == [1] + [0] * 23
+    with pytest.raises(ValueError, match="source must be one of"):
+        TextContext("layer9")
+
+
+def test_training_other_architectures_and_loading_them(tmp_path):
+    """`tsam mini train` trains the ablations' configurations; the model folder remembers what its
+    cross-attention reads, so that sampling reads captions as training did."""
+    from tsam_diffusion.adapters import adapter_for
+    from tsam_diffusion.cli import main
+    from tsam_diffusion.mini.model import TextContext
+
+    args = ["mini", "train", "--out", str(tmp_path), "--steps", "2", "--batch-size", "2", "--context", "embeddings",
+            "--no-special-tokens", "--heads", "4", "--cross-attention-32"]
+    assert main(args) == 0
+    pipe = TSAMMiniPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.text_context == TextContext("embeddings", special_tokens=False)
+    layers = adapter_for(pipe).cross_attention_layers(32, 32)
+    assert {(layer.height, layer.width) for layer in layers} == {(32, 32), (16, 16), (8, 8)}
+    assert {layer.module.heads for layer in layers} == {4}
+    _, _, embeds, mask = pipe.encode_prompt([PROMPT], 1, None, True)
+    assert mask[1, 0] == 0 and mask[0, 0] == 1  # cond: [CLS] hidden; uncond (empty): [CLS] kept
+    out = TSAMPipeline(pipe)(PROMPT, num_inference_steps=2, generator=gen(), output_type="np")
+    assert np.isfinite(out.images).all() and out.diagnostics.map_size == (16, 16)
+    assert main([*args[:-6], "--context", "last"]) == 2  # resuming with another architecture is refused
+    # the bundled model's folder predates tsam_mini.json: it reads the last layer, with [CLS]/[SEP]
+    assert TSAMPipeline.from_pretrained("tsam-mini").pipe.text_context == TextContext()
+
+
+def test_checkpoints_from_before_the_architecture_options_resume(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1)
+    train(tmp_path, cfg, stop_after=1, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for key in ("context", "special_tokens", "heads", "cross_attention_32"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    train(tmp_path, cfg, progress=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2

