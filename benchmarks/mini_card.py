@@ -40,10 +40,12 @@ def loss_figure(log: Path, out: Path) -> None:
     loss = np.array([float(r["loss"]) for r in rows])
     fig = viz._new_figure(6, 3.2)
     ax = fig.add_subplot(111)
-    ax.plot(step, loss, lw=0.8, color="tab:blue", label="mean of 25 steps")
+    ax.plot(step, loss, lw=0.8, color="tab:blue", label="noise-prediction MSE, mean of 25 steps")
+    if rows and "grounding" in rows[0]:  # trained with the grounding loss (recipe v2)
+        ax.plot(step, [float(r["grounding"]) for r in rows], lw=0.8, color="tab:orange", label="grounding loss (weight 1)")
     ax.set_yscale("log")
     ax.set_xlabel("step (batch 32)")
-    ax.set_ylabel("noise-prediction MSE")
+    ax.set_ylabel("loss")
     ax.set_title("tsam-mini training loss")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -159,6 +161,8 @@ def main() -> None:
 
     dev = load_suite("shapes-dev")
     dev_pairs = generate(tsam, [q.text for q in dev], seeds[:4], None, steps, scale)
+    card["dev_vanilla"] = rates(dev_pairs, {q.text: q.meta["template"] for q in dev})  # per template, 4 seeds
+    print("shapes-dev, vanilla:", {k: round(v["whole"], 3) for k, v in card["dev_vanilla"].items()})
     conf_single = confusion([img for _, img in single_pairs], [p for p, _ in single_pairs])
     conf_dev = confusion([img for _, img in dev_pairs], [p for p, _ in dev_pairs])
     card["confusion"] = {"single": {"shapes": conf_single.shapes.tolist(), "colors": conf_single.colors.tolist()},

@@ -154,6 +154,12 @@ class _Stop(Exception):
     pass
 
 
+def floor_seconds(reference_s: float, update_passes: int, partial_fwd_bwd_s: float) -> float:
+    """The analytic floor of a guided run: plain sampling (``reference_s``) plus, per update pass, one
+    forward up to the last layer read and a backward to the latent (``partial_fwd_bwd_s``)."""
+    return reference_s + update_passes * partial_fwd_bwd_s
+
+
 def forward_backward_to_last_read(forward: Callable[[torch.Tensor], Any], read: list[torch.nn.Module], z: torch.Tensor) -> None:
     """An update's floor: ``forward(x)`` until every module in ``read`` has run, then a backward of
     their outputs to the latent ``x`` only (no parameter gradients)."""
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ref = results.get("reference", {}).get("median_s")
     print(f"\n{'method':<14}{'median s':>10}{'x ref':>8}{'floor s':>10}{'x floor':>9}{'passes s/u':>12}{'peak MiB':>10}{'x ref':>7}")
     for name, r in results.items():
-        floor = ref + r["update_passes"] * pieces["partial_fwd_bwd_b1"] if ref else None
+        floor = floor_seconds(ref, r["update_passes"], pieces["partial_fwd_bwd_b1"]) if ref else None
         r["floor_s"] = floor
         ref_peak = results.get("reference", {}).get("peak_bytes")
         print(f"{name:<14}{r['median_s']:>10.2f}{r['median_s'] / ref if ref else float('nan'):>8.2f}"

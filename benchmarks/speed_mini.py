@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from speed import PassCounter, PeakMemory, forward_backward_to_last_read, machine, timed, update_cost
+from speed import PassCounter, PeakMemory, forward_backward_to_last_read, floor_seconds, machine, timed, update_cost
 from tsam_diffusion import TSAMConfig, TSAMPipeline
 from tsam_diffusion.guidance import select_layers
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "update_passes": counter.update, "peak_bytes": mem.peak}
         ref = rows["reference"]["median_s"]
         for name, r in rows.items():
-            r["floor_s"] = ref + r["update_passes"] * piece
+            r["floor_s"] = floor_seconds(ref, r["update_passes"], piece)
             print(f"{b:>5} {name:<10}{r['median_s']:>10.3f}{r['median_s'] / ref:>8.2f}{r['floor_s']:>10.3f}"
                   f"{r['median_s'] / r['floor_s']:>9.2f}{r['sampling_passes']:>6}/{r['update_passes']:<5}{r['peak_bytes'] / 2**20:>10.0f}")
         report["batches"][b] = {"partial_fwd_bwd_s": piece, "methods": rows}

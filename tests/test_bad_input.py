@@ -34,6 +34,12 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
 
 
+def identities(root: Path) -> dict[str, tuple[int, int]]:
+    """(inode, modification time in ns) of every file below ``root``: an atomic rewrite, even of the
+    same bytes, changes both."""
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def corrupt_pages(db: Path, seed: int = 0, page: int = 4096) -> None:
     """Random bytes over the middle of every page after the first: the file still opens as SQLite (its
     header is intact) but its tables are damaged, as after a crash of the disk under it."""
@@ -189,6 +195,7 @@ CASES = [
     ("train-steps-0", ["mini", "train", "--out", "{ws}/t", "--steps", "0"], "--steps"),
     ("train-batch-0", ["mini", "train", "--out", "{ws}/t", "--batch-size", "0"], "--batch-size"),
     ("train-lr-0", ["mini", "train", "--out", "{ws}/t", "--lr", "0"], "--lr"),
+    ("train-grounding-negative", ["mini", "train", "--out", "{ws}/t", "--grounding", "-1"], "--grounding"),
     ("train-budget-negative", ["mini", "train", "--out", "{ws}/t", "--time-budget", "-5"], "--time-budget"),
     ("train-no-cuda", ["mini", "train", "--out", "{ws}/t", "--device", "cuda"], "not available"),
     ("train-out-under-a-file", ["mini", "train", "--out", "{ws}/a-file/t", "--steps", "1"], "a-file"),
@@ -278,13 +285,17 @@ def test_bench_run_interrupted_says_how_to_continue(tmp_path, sig, code):
     assert 2 <= len(kept) < 12
     from tsam_diffusion.bench.db import RunDB
 
-    recorded = len(RunDB(tmp_path / "run").images())  # a PNG whose row was not yet added is made again
+    rows = RunDB(tmp_path / "run").images()
+    recorded = len(rows)  # a PNG whose row was not yet added is made again
+    kept_files = {r["image"].removeprefix("images/"): identities(images)[r["image"].removeprefix("images/")] for r in rows}
     done = subprocess.run([sys.executable, "-m", "tsam_diffusion.cli", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     assert f"{recorded} were done, {12 - recorded} made now" in done.stderr
     after = snapshot(images)
     assert len(after) == 12 and all(after[k] == v for k, v in kept.items())  # kept, not regenerated differently
+    now = identities(images)
+    assert all(now[k] == v for k, v in kept_files.items())  # recorded images untouched: not even rewritten
 
 
 def test_mini_train_interrupted_keeps_a_checkpoint(tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tsam_diffusion import TSAMConfig
 from tsam_diffusion.bench.db import ConfigConflict, RunDB
-from tsam_diffusion.bench.run import BenchError, parse_methods, parse_seeds, plan, run_benchmark
+from tsam_diffusion.bench.run import BenchError, parse_methods, parse_seeds, plan, run_benchmark, shard
 from tsam_diffusion.bench.suites import load_prompts_file, load_suite
 from tsam_diffusion.cli import main
 
@@ -54,8 +54,15 @@ def test_plan_is_deterministic_and_shards_partition():
     assert len(chunks) == 3 * 2 * 3 and [len(c) for c in chunks[:3]] == [2, 2, 1]
     ids = [j.job_id for c in chunks for j in c]
     assert len(set(ids)) == len(ids) == 30
-    shards = [{j.job_id for k, c in enumerate(chunks) if k % 3 == r for j in c} for r in range(3)]
-    assert set().union(*shards) == set(ids) and sum(map(len, shards)) == 30
+    shards = [shard(chunks, r, 3) for r in range(3)]  # what each of 3 processes runs
+    assert [len(sh) for sh in shards] == [6, 6, 6]
+    shard_ids = [{j.job_id for c in sh for j in c} for sh in shards]
+    assert set().union(*shard_ids) == set(ids) and sum(map(len, shard_ids)) == 30  # a partition
+    assert shards[1][0] is chunks[1] and shards[2][1] is chunks[5]  # round robin
+    assert [len(sh) for sh in (shard(chunks[:7], r, 3) for r in range(3))] == [3, 2, 2]
+    assert shard(chunks, 0, 1) == chunks
+    with pytest.raises(ValueError, match="rank 3"):
+        shard(chunks, 3, 3)
     assert ids == [j.job_id for c in plan(ps, parse_methods("vanilla,tsam"), list(range(5)), 2) for j in c]
 
 
@@ -81,6 +88,21 @@ def test_run_resume_and_pairing(tsam_pipe, prompts, tmp_path):
     counts = run_benchmark(prompts, methods, [0, 1], out, batch_size=2, pipeline=tsam_pipe, **GEN)
     assert counts["made"] == 1 and counts["done_before"] == 7
     assert len(RunDB(out).images()) == 8
+
+
+def test_methods_are_paired_by_their_starting_noise(tsam_pipe, prompts, tmp_path):
+    """Same prompt and seed, same starting noise for every method: a T-SAM method that never updates
+    (alpha=0) draws exactly vanilla's pixels, and a guided one differs."""
+    out = tmp_path / "run"
+    run_benchmark(prompts, parse_methods("vanilla,tsam[alpha=0],tsam"), [0, 1], out, batch_size=2, pipeline=tsam_pipe, **GEN)
+    rows = {(r["prompt_id"], r["seed"], r["method"]): r for r in RunDB(out).images()}
+    pixels = {k: np.asarray(Image.open(out / r["image"])) for k, r in rows.items()}
+    pairs = {(p, s) for p, s, _ in rows}
+    assert len(pairs) == 4
+    for p, s in pairs:
+        assert np.array_equal(pixels[(p, s, "tsam[alpha=0]")], pixels[(p, s, "vanilla")])
+    assert any(not np.array_equal(pixels[(p, s, "tsam")], pixels[(p, s, "vanilla")]) for p, s in pairs)
+    assert not np.array_equal(pixels[(min(pairs)[0], 0, "vanilla")], pixels[(min(pairs)[0], 1, "vanilla")])  # seeds differ
 
 
 def test_batched_seeds_equal_single_runs(tsam_pipe, prompts, tmp_path):
@@ -174,8 +196,9 @@ def test_two_processes_killed_and_resumed(tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = len(RunDB(out).images())
-    assert 3 <= partial < 24
+    recorded = RunDB(out).images()
+    assert 3 <= len(recorded) < 24
+    before = {r["job_id"]: _identity(out / r["image"]) for r in recorded}
     proc = _torchrun(args)
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
@@ -184,6 +207,17 @@ def test_two_processes_killed_and_resumed(tmp_path):
     for r in rows:
         Image.open(out / r["image"]).verify()  # every recorded image is a whole PNG
     assert "rank 0:" in log and "rank 1:" in log
+    # the images recorded before the kill were kept, not made again (a rewrite is a new file: new inode, new time)
+    after = {r["job_id"]: _identity(out / r["image"]) for r in rows}
+    assert all(after[job] == ident for job, ident in before.items())
+
+
+def _identity(path: Path) -> tuple[int, int, str]:
+    """(inode, modification time in ns, SHA-1): what an atomic rewrite of the same bytes changes too."""
+    import hashlib
+
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def test_score_and_report_end_to_end(tsam_pipe, prompts, tmp_path, capsys):

@@ -16,9 +16,17 @@ def test_speed_benchmark_runs_and_reports(tmp_path):
     assert set(methods) == {"reference", "none", "sd-tifa"}
     assert methods["sd-tifa"]["update_passes"] == 1 and methods["reference"]["update_passes"] == 0
     assert methods["none"]["sampling_passes"] == methods["reference"]["sampling_passes"] == 3  # PNDM: N + 1
-    assert methods["sd-tifa"]["floor_s"] == pytest.approx(methods["reference"]["median_s"] + report["pieces_s"]["partial_fwd_bwd_b1"])
+    assert methods["sd-tifa"]["floor_s"] == speed.floor_seconds(methods["reference"]["median_s"], 1, report["pieces_s"]["partial_fwd_bwd_b1"])
+    assert methods["reference"]["floor_s"] == methods["reference"]["median_s"]  # no update: the floor is plain sampling
     assert set(report["loss_ms"]) == {"16x16", "64x64"}
     assert (tmp_path / "s.json").exists()
+
+
+def test_floor_is_sampling_plus_one_partial_pass_per_update():
+    import speed
+
+    assert speed.floor_seconds(2.0, 3, 0.5) == 3.5  # 2 s of plain sampling + 3 updates x 0.5 s
+    assert speed.floor_seconds(1.25, 0, 9.0) == 1.25
 
 
 def _shapes_run(tmp_path, table):
@@ -64,5 +72,5 @@ def test_speed_mini_benchmark_runs_and_reports(tmp_path):
     rows = report["batches"][1]["methods"]
     assert rows["mini"]["update_passes"] == 13 and rows["reference"]["update_passes"] == 0  # steps 0..12 of 25
     assert rows["none"]["sampling_passes"] == rows["mini"]["sampling_passes"] == 25
-    assert rows["mini"]["floor_s"] == pytest.approx(rows["reference"]["median_s"] + 13 * report["batches"][1]["partial_fwd_bwd_s"])
+    assert rows["mini"]["floor_s"] == speed_mini.floor_seconds(rows["reference"]["median_s"], 13, report["batches"][1]["partial_fwd_bwd_s"])
     assert report["main_command_s"] > 0 and (tmp_path / "m.json").exists()

@@ -98,21 +98,22 @@ def test_train_command_stops_after_and_resumes(tmp_path, capsys):
 
 def test_bundled_model_is_small_float16_on_disk_and_draws_single_objects():
     """The shipped tsam-mini: <= 20 MB, loads as float32 with its own defaults, and draws the named
-    shape in the named colour (judged exactly) for most single-object prompts."""
+    shape in the named colour (judged exactly) for at least 90% of single-object samples, as README and
+    the model card claim: all 28 single-object prompts x 2 seeds."""
     from tsam_diffusion.mini.judge import judge
     from tsam_diffusion.mini.model import bundled_dir
+    from tsam_diffusion.mini.world import COLORS, SHAPES, caption
 
     files = [f for f in bundled_dir().rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) <= 20 * 2**20
     tsam = TSAMPipeline.from_pretrained("tsam-mini")
     assert tsam.pipe.unet.dtype == torch.float32
     assert (tsam.adapter.default_preset, tsam.adapter.default_steps, tsam.adapter.default_guidance_scale) == ("mini", 25, 4.0)
-    prompts = ["a red circle", "a green square", "a blue triangle", "a yellow cross", "a purple circle", "an orange square",
-               "a white triangle"]
-    out = tsam(prompts, tsam=None, num_images_per_prompt=2, generator=[gen(s) for s in range(14)], output_type="np")
+    prompts = [caption([(shape, colour)], "one") for shape in SHAPES for colour in COLORS]
+    out = tsam(prompts, tsam=None, num_images_per_prompt=2, generator=[gen(s) for s in range(56)], output_type="np")
     images = np.round(out.images * 255).astype(np.uint8)
     whole = [judge(img, prompts[k // 2]).whole for k, img in enumerate(images)]
-    assert sum(whole) >= 11, whole
+    assert sum(whole) >= 0.9 * 56, [prompts[k // 2] for k, ok in enumerate(whole) if not ok]
     with pytest.raises(ValueError, match="32x32 images only"):
         tsam("a red circle", height=64, width=64)
 
@@ -176,16 +177,41 @@ def test_training_other_architectures_and_loading_them(tmp_path):
     out = TSAMPipeline(pipe)(PROMPT, num_inference_steps=2, generator=gen(), output_type="np")
     assert np.isfinite(out.images).all() and out.diagnostics.map_size == (16, 16)
     assert main([*args[:-6], "--context", "last"]) == 2  # resuming with another architecture is refused
-    # the bundled model's folder predates tsam_mini.json: it reads the last layer, with [CLS]/[SEP]
+    # a folder without tsam_mini.json (the bundled model's predates it) reads the last layer, with [CLS]/[SEP]
     assert TSAMPipeline.from_pretrained("tsam-mini").pipe.text_context == TextContext()
+    (tmp_path / "model" / "tsam_mini.json").unlink()
+    assert TSAMMiniPipeline.from_pretrained(tmp_path / "model").text_context == TextContext()
 
 
 def test_checkpoints_from_before_the_architecture_options_resume(tmp_path):
-    cfg = TrainConfig(steps=2, batch_size=2, warmup=1)
+    """A checkpoint whose config predates a field resumes with recipe v1's value for it (what it was
+    trained with), and is refused with another recipe."""
+    from tsam_diffusion.mini.train import RECIPES
+
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, **RECIPES["v1"])
     train(tmp_path, cfg, stop_after=1, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    for key in ("context", "special_tokens", "heads", "cross_attention_32"):
+    for key in ("context", "special_tokens", "heads", "cross_attention_32", "grounding"):
         del state["config"][key]
     torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="resume with the same settings"):
+        train(tmp_path, TrainConfig(steps=2, batch_size=2, warmup=1, **RECIPES["grounded"]), progress=False)
     train(tmp_path, cfg, progress=False)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+def test_train_recipes_and_overrides(tmp_path):
+    """`--recipe` names a configuration (default: the bundled model's, v1); any option overrides it."""
+    from tsam_diffusion.cli import main
+    from tsam_diffusion.mini.train import DEFAULT_RECIPE, RECIPES
+
+    def config(*extra: str) -> dict:
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        assert main(["mini", "train", "--out", str(out), "--steps", "1", "--batch-size", "2", *extra]) == 0
+        state = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
+        return {k: state[k] for k in RECIPES["v1"]}
+
+    assert config() == RECIPES[DEFAULT_RECIPE] == {k: getattr(TrainConfig(), k) for k in RECIPES["v1"]}
+    assert config("--recipe", "grounded") == RECIPES["grounded"]
+    assert config("--recipe", "grounded", "--grounding", "0.5", "--special-tokens") == {
+        **RECIPES["grounded"], "grounding": 0.5, "special_tokens": True}

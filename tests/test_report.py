@@ -118,6 +118,58 @@ def test_bootstrap_ci_is_an_interval_of_the_mean():
     assert bootstrap_ci(list(range(100)), seed=1) != (mean, lo, hi)  # the seed matters
 
 
+def test_bootstrap_ci_is_a_95_percent_interval_not_a_90_percent_one():
+    """0..99: the bootstrap distribution of the mean is close to normal with sd = (population sd) / 10,
+    so a 95% interval is 2 * 1.960 sd wide (11.32) and a 90% one 2 * 1.645 sd (9.50)."""
+    sd = float(np.std(np.arange(100))) / 10
+    for seed in range(3):
+        _, lo, hi = bootstrap_ci(list(range(100)), seed=seed)
+        assert hi - lo == pytest.approx(2 * 1.95996 * sd, abs=0.5)
+        assert (lo + hi) / 2 == pytest.approx(49.5, abs=0.4)
+    _, lo90, hi90 = bootstrap_ci(list(range(100)), alpha=0.10)
+    assert hi90 - lo90 == pytest.approx(2 * 1.64485 * sd, abs=0.5)
+
+
+def _prompt_effect_values(prompts: int = 12, seeds: int = 16) -> tuple[list[float], list[str], float]:
+    """Values that depend on the prompt only (every seed of a prompt scores the same), their prompt
+    labels, and the standard error of the mean when prompts are the resampled unit."""
+    effects = np.linspace(0.0, 1.0, prompts)
+    values = [float(e) for e in effects for _ in range(seeds)]
+    groups = [f"p{k}" for k in range(prompts) for _ in range(seeds)]
+    return values, groups, float(np.std(effects)) / math.sqrt(prompts)
+
+
+def test_bootstrap_ci_resamples_whole_prompts():
+    """With 16 identical seeds per prompt the information is in the 12 prompts: resampling prompts gives
+    the prompt-level width; resampling images would be 4x (sqrt(16)) too narrow."""
+    values, groups, se = _prompt_effect_values()
+    _, lo, hi = bootstrap_ci(values, groups=groups)
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)
+    _, lo_i, hi_i = bootstrap_ci(values)
+    assert (hi_i - lo_i) == pytest.approx((hi - lo) / 4, rel=0.25)
+
+
+def test_report_intervals_resample_prompts(tmp_path):
+    """The report's intervals are the prompt-grouped ones (README: "resampling prompts")."""
+    values, groups, se = _prompt_effect_values(prompts=12, seeds=4)
+    db = RunDB(tmp_path)
+    db.claim_settings({"model": "tiny-sd", "steps": 50, "guidance_scale": 7.5})
+    db.claim_method("vanilla", METHOD_CONFIGS["vanilla"])
+    rows, scores = [], {}
+    for k, (v, g) in enumerate(zip(values, groups)):
+        job = f"vanilla-{k}"
+        rows.append(dict(job_id=job, suite=SUITE, prompt_id=g, prompt=g, prompt_meta={}, seed=k % 4, method="vanilla",
+                         config=METHOD_CONFIGS["vanilla"], image=f"images/{job}.png", model="tiny-sd", versions=VERSIONS,
+                         seconds=1.0, created=0.0, loss_first=None, loss_last=None, updates=0, skipped=0, diagnostics=None))
+        scores[job] = {"full": v}
+    db.add_images(rows)
+    db.add_scores("clip", scores)
+    (row,) = [r for r in build_report(tmp_path).measures if r["measure"] == "clip/full"]
+    assert (row["mean"], row["lo"], row["hi"]) == pytest.approx(bootstrap_ci(values, groups=groups, min_units=MIN_PROMPTS))
+    _, lo_i, hi_i = bootstrap_ci(values)
+    assert row["hi"] - row["lo"] > 1.6 * (hi_i - lo_i)
+
+
 def test_bootstrap_ci_too_few_units_gives_no_interval():
     """One value, one prompt, or fewer prompts than ``min_units``: the mean, and NaN bounds (no interval)."""
     for args, kwargs in [(([0.25],), {}), (([0.0, 1.0], ), {"groups": ["p", "p"]}),

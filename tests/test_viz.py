@@ -1,4 +1,5 @@
-"""tsam_diffusion.viz: pictures are produced with the documented sizes and files."""
+"""tsam_diffusion.viz: pictures with the documented sizes and files, and what they show: the figures'
+data, labels and token columns are read back from the matplotlib figures before rasterisation."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from tsam_diffusion import TSAMConfig, TSAMPipeline
+from tsam_diffusion import viz
 from tsam_diffusion.viz import matrix_heatmap, save_diagnostic_maps, side_by_side, token_maps
 
 PROMPT = "a black car and a white clock"
@@ -80,12 +82,73 @@ def test_save_diagnostic_maps_writes_all_files(guided, tmp_path):
             assert im.width > 0 and im.height > 0
 
 
-def test_save_diagnostic_maps_crops_padded_tokens(tiny_pipe, tmp_path):
+def test_save_diagnostic_maps_crops_padded_tokens(tiny_pipe, tmp_path, monkeypatch):
+    """A 2-token prompt in a batch padded to 7 tokens: T, S and the maps show its 2 tokens only, with
+    its own values (the first 2 columns of its maps), and the image beside them."""
     out = tiny_pipe(["a cat", PROMPT], tsam=TSAMConfig(alpha=100.0, update_steps=(0, 1)), num_inference_steps=4,
                     generator=torch.Generator("cpu").manual_seed(0))
-    assert out.diagnostics.A_first.shape[-1] == 7  # padded to the longest prompt
-    paths = save_diagnostic_maps(out.diagnostics, 0, tmp_path, "short", image=out.images[0])
-    assert len(paths) == 5
+    d = out.diagnostics
+    assert d.A_first.shape[-1] == 7  # padded to the longest prompt
+    calls = []
+    monkeypatch.setattr(viz, "matrix_heatmap", lambda M, tokens, title: calls.append(("matrix", M, tokens, title)) or Image.new("RGB", (4, 4)))
+    monkeypatch.setattr(viz, "token_maps", lambda A, h, w, tokens, image=None, title=None: calls.append(("maps", A, tokens, image)) or Image.new("RGB", (4, 4)))
+    paths = save_diagnostic_maps(d, 0, tmp_path, "short", image=out.images[0])
+    assert [p.name for p in paths] == ["short_T.png", "short_S_first.png", "short_S_last.png", "short_maps_first.png", "short_maps_last.png"]
+    assert all(c[2] == ["a", "cat"] for c in calls) and len(calls) == 5
+    torch.testing.assert_close(calls[0][1], d.T[0][:2, :2])
+    torch.testing.assert_close(calls[1][1], d.S_of(0, 0))
+    assert calls[1][1].shape == (2, 2) and "first update (step 0)" in calls[1][3] and "last update" in calls[2][3]
+    assert f"loss {float(d.updates[0].loss[0]):.3f}" in calls[1][3]
+    torch.testing.assert_close(calls[3][1], d.A_first[0, :, :2])
+    torch.testing.assert_close(calls[4][1], d.A_last[0, :, :2])
+    assert calls[3][3] is out.images[0]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures viz draws, kept for inspection."""
+    kept = []
+    real = viz._figure_to_image
+    monkeypatch.setattr(viz, "_figure_to_image", lambda fig: kept.append(fig) or real(fig))
+    return kept
+
+
+def test_token_maps_show_each_tokens_own_map_under_its_label(figures):
+    A = torch.zeros(8 * 8, 3)
+    for j in range(3):
+        A[j * 8 + 2 * j, j] = 1.0  # token j: one hot cell at row j, column 2j
+    token_maps(A, 8, 8, ["a", "cat", "dog"])
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["a", "cat", "dog"]
+    for j, ax in enumerate(panels):
+        shown = np.asarray(ax.images[-1].get_array())
+        assert shown.shape == (8, 8) and shown[j, 2 * j] == 1.0 and shown.sum() == 1.0
+
+
+def test_matrix_heatmap_shows_the_matrix_and_its_tokens(figures):
+    M = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.5, 0.2, 0.3]])
+    matrix_heatmap(M, ["black", "car", "clock"], "T")
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert ax.get_title() == "T"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["black", "car", "clock"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["black", "car", "clock"]
+    shown = ax.images[0].get_array()
+    assert np.allclose(shown.filled(np.nan)[np.tril_indices(3)], M.numpy()[np.tril_indices(3)])
+    assert shown.mask[0, 1] and shown.mask[0, 2] and shown.mask[1, 2]  # causal: the upper triangle is blank
+    assert [t.get_text() for t in ax.texts] == ["1.00", "0.25", "0.75", "0.50", "0.20", "0.30"]
+
+
+def test_side_by_side_pastes_the_images_unchanged_in_order():
+    red = Image.new("RGB", (128, 128), (255, 0, 0))
+    blue = Image.new("RGB", (128, 128), (0, 0, 255))
+    out = np.asarray(side_by_side([red, blue], ["baseline", "T-SAM"], title="a red thing"))
+    is_red = (out == (255, 0, 0)).all(-1)
+    is_blue = (out == (0, 0, 255)).all(-1)
+    assert is_red.sum() == is_blue.sum() == 256 * 256  # enlarged 2x to min_width 256, nearest neighbour
+    assert np.nonzero(is_red)[1].max() < np.nonzero(is_blue)[1].min()  # red left of blue
+    assert np.nonzero(is_red)[0].min() > 20  # below the title and labels
 
 
 def test_save_diagnostic_maps_without_updates(tiny_pipe, tmp_path):

@@ -3,7 +3,7 @@
     python tools/ship_mini.py --run /work/train_mini
 
 ``RUN`` is the output folder of ``tsam mini train`` (its EMA model in ``RUN/model``, the loss log in
-``RUN/train_log.csv``). Float16 storage halves the UNet (18 MB -> 9 MB, under the 20 MB budget);
+``RUN/train_log.csv``); what its cross-attention reads (``tsam_mini.json``) goes with it. Float16 storage halves the UNet (18 MB -> 9 MB, under the 20 MB budget);
 ``TSAMMiniPipeline.from_pretrained`` loads it back as float32 unless told otherwise. The largest
 difference this makes to a sample is printed.
 """
@@ -27,10 +27,10 @@ def main() -> None:
     pipe = TSAMMiniPipeline.from_pretrained(args.run / "model")
     pipe.scheduler = sampling_scheduler()
     pipe.set_progress_bar_config(disable=True)
-    if args.dest.exists():
-        shutil.rmtree(args.dest)
+    for old in ("unet", "scheduler"):  # the folder's README.md (the weights' card) stays
+        shutil.rmtree(args.dest / old, ignore_errors=True)
     half = TSAMMiniPipeline(unet=copy.deepcopy(pipe.unet).half(), text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                            scheduler=pipe.scheduler)
+                            scheduler=pipe.scheduler, text_context=pipe.text_context)
     half.save_pretrained(args.dest)
     shutil.copy(args.run / "train_log.csv", args.dest / "train_log.csv")
     size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file())

@@ -187,6 +187,14 @@ def plan(prompts: list[Prompt], methods: list[Method], seeds: list[int], batch_s
     return chunks
 
 
+def shard(chunks: list[list[Job]], rank: int, world_size: int) -> list[list[Job]]:
+    """This process's chunks: every ``world_size``-th one from ``rank`` (round robin, so each process
+    gets a share of every prompt and method, and no chunk goes to two processes)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    return chunks[rank::world_size]
+
+
 def distributed_context() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun / accelerate's environment; (0, 1, 0) alone."""
     env = os.environ
@@ -261,7 +269,7 @@ def run_benchmark(
         done = db.done_jobs()
 
     chunks = plan(prompts, methods, seeds, batch_size)
-    mine = [[j for j in chunk if j.job_id not in done] for k, chunk in enumerate(chunks) if k % world_size == rank]
+    mine = [[j for j in chunk if j.job_id not in done] for chunk in shard(chunks, rank, world_size)]
     mine = [c for c in mine if c]
     total = sum(len(c) for c in chunks)
     todo = sum(len(c) for c in mine)

@@ -11,7 +11,7 @@ def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     from ..options import add_threads_option
     from .context import SOURCES
     from .probe import LEVELS
-    from .train import TrainConfig
+    from .train import DEFAULT_RECIPE, RECIPES, TrainConfig, describe
     from .world import TEMPLATES
 
     mini = sub.add_parser("mini", help="tsam-mini, the small ShapesWorld model: training, attention probe",
@@ -37,16 +37,23 @@ def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     t.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop (and checkpoint) after N steps of this run; rerun to go on (--steps may grow)")
     t.add_argument("--device", default="cpu", metavar="D", help="torch device to train on (default: %(default)s)")
-    arch = t.add_argument_group("architecture (default: the bundled model's)")
-    arch.add_argument("--context", default=d.context, choices=SOURCES,
+    arch = t.add_argument_group("recipe and architecture (default: the bundled model's, recipe "
+                                f"{DEFAULT_RECIPE}; each option below overrides the recipe)")
+    arch.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+                      help=f"v1: the bundled model ({describe(RECIPES['v1'])}); grounded: the ablations' choice, whose "
+                           f"maps localise but whose images are worse ({describe(RECIPES['grounded'])}) (default: %(default)s)")
+    arch.add_argument("--context", default=None, choices=SOURCES,
                       help="what the cross-attention reads of the text encoder: its last layer (every token carries the "
-                           "whole caption), its input embeddings (each token only itself) or layer K (default: %(default)s)")
-    arch.add_argument("--no-special-tokens", dest="special_tokens", action="store_false",
-                      help="hide [CLS] and [SEP] from the cross-attention (an attention sink there can absorb the maps)")
-    arch.add_argument("--heads", type=int, default=d.heads, metavar="N",
-                      help="heads per attention layer; head width = channels / N (default: %(default)s)")
-    arch.add_argument("--cross-attention-32", action="store_true",
-                      help="cross-attention at 32x32 too (default: 16x16 and 8x8 only)")
+                           "whole caption), its input embeddings (each token only itself) or layer K")
+    arch.add_argument("--special-tokens", dest="special_tokens", action=argparse.BooleanOptionalAction, default=None,
+                      help="show [CLS] and [SEP] to the cross-attention or hide them (an attention sink there can absorb the maps)")
+    arch.add_argument("--heads", type=int, default=None, metavar="N",
+                      help="heads per attention layer; head width = channels / N")
+    arch.add_argument("--cross-attention-32", action=argparse.BooleanOptionalAction, default=None,
+                      help="cross-attention at 32x32 too (else 16x16 and 8x8 only)")
+    arch.add_argument("--grounding", type=float, default=None, metavar="W",
+                      help="weight of a grounding loss that pulls each object word's cross-attention map (the layers "
+                           "T-SAM reads) onto its object, TokenCompose's token loss; 0 = none")
     add_threads_option(t)
     t.set_defaults(func=train_command, on_interrupt="checkpoint saved; rerun the same command to resume")
 
@@ -74,7 +81,7 @@ def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     from ..options import check_device
-    from .train import TrainConfig, train
+    from .train import RECIPES, TrainConfig, train
 
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError("--steps and --batch-size must be >= 1")
@@ -85,10 +92,12 @@ def train_command(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     check_device(args.device)
-    if args.heads < 1 or 128 % args.heads or 32 % args.heads:
-        raise ValueError(f"--heads must divide the channel counts 32, 64 and 128 (1, 2, 4, 8, 16 or 32), got {args.heads}")
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, context=args.context,
-                      special_tokens=args.special_tokens, heads=args.heads, cross_attention_32=args.cross_attention_32)
+    arch = {**RECIPES[args.recipe], **{k: getattr(args, k) for k in RECIPES[args.recipe] if getattr(args, k) is not None}}
+    if arch["heads"] < 1 or 128 % arch["heads"] or 32 % arch["heads"]:
+        raise ValueError(f"--heads must divide the channel counts 32, 64 and 128 (1, 2, 4, 8, 16 or 32), got {arch['heads']}")
+    if not 0 <= arch["grounding"] < float("inf"):
+        raise ValueError(f"--grounding must be a finite number >= 0, got {arch['grounding']}")
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, **arch)
     model = train(args.out, cfg, device=args.device, time_budget_s=None if args.time_budget is None else args.time_budget * 60,
                   stop_after=args.stop_after, threads=args.threads)
     print(model)

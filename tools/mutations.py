@@ -1,0 +1,119 @@
+"""Show that the tests catch deliberate bugs: apply each mutation to a copy of the package, run the
+tests meant to catch it, and report caught (they fail) or MISSED (they pass).
+
+    python tools/mutations.py                 # all
+    python tools/mutations.py --only bos-sd   # some (comma-separated ids)
+
+Each mutation replaces one exact piece of text (the script stops if the text is gone, so the list
+cannot silently go stale) in a copy of src/, tests/ and benchmarks/; the copied package is imported
+first through PYTHONPATH and the copied tests run; the repository is never modified. Exit status 1 if
+any mutation is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUIDED = "tests/test_guided_numbers.py"
+
+# (id, file from the repository root, old text, new text, tests that must fail)
+MUTATIONS: list[tuple[str, str, str, str, str]] = [
+    ("bos-sd", "src/tsam_diffusion/adapters/stable_diffusion.py", "keep = torch.arange(1, eos)", "keep = torch.arange(0, eos)",
+     f"{GUIDED}::test_T_is_the_encoders_attention_at_the_content_positions[tiny-sd]"),
+    ("cls-mini", "src/tsam_diffusion/adapters/mini.py", "keep = torch.arange(1, sep)", "keep = torch.arange(0, sep)",
+     f"{GUIDED}::test_recorded_maps_are_the_layers_own_attention_probabilities[tsam-mini]"),
+    ("not-bidirectional-mini", "src/tsam_diffusion/adapters/mini.py", "bidirectional = True  #", "bidirectional = False  #",
+     f"{GUIDED}::test_T_is_the_encoders_attention_at_the_content_positions[tsam-mini]"),
+    ("attention-scale", "src/tsam_diffusion/attention.py", "probs = attn.get_attention_scores(query, key, attention_mask)",
+     "probs = attn.get_attention_scores(query * 1.1, key, attention_mask)",
+     f"{GUIDED}::test_recorded_maps_are_the_layers_own_attention_probabilities[tiny-sd]"),
+    ("first-head-only", "src/tsam_diffusion/attention.py", "self.recorder._record(probs.view(b, attn.heads, *probs.shape[1:]).mean(1))",
+     "self.recorder._record(probs.view(b, attn.heads, *probs.shape[1:])[:, 0])",
+     f"{GUIDED}::test_recorded_maps_are_the_layers_own_attention_probabilities[tiny-sd]"),
+    ("wrong-kernel", "src/tsam_diffusion/functional.py", "g = torch.exp(-((x / (2 * sigma)) ** 2))", "g = torch.exp(-((x / sigma) ** 2))",
+     f"{GUIDED}::test_one_update_is_z_minus_alpha_grad_L[tiny-sd]"),
+    ("no-rho", "src/tsam_diffusion/functional.py", "rho = (i + 1) / length[..., None].float()", "rho = torch.ones_like(i) + 0.0 * length[..., None]",
+     f"{GUIDED}::test_one_update_is_z_minus_alpha_grad_L[tsam-mini]"),
+    ("no-early-exit", "src/tsam_diffusion/attention.py", "            if self.early_exit:\n                raise EarlyExit",
+     "            if False:\n                raise EarlyExit",
+     f"{GUIDED}::test_early_exit_runs_nothing_after_the_last_layer_read[tiny-sd]"),
+    ("bootstrap-90", "src/tsam_diffusion/bench/report.py", "lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])",
+     "lo, hi = np.quantile(means, [alpha, 1 - alpha])",
+     "tests/test_report.py::test_bootstrap_ci_is_a_95_percent_interval_not_a_90_percent_one"),
+    ("report-ungrouped", "src/tsam_diffusion/bench/report.py", "seed=seed, groups=groups, min_units=min_prompts)",
+     "seed=seed, groups=None, min_units=min_prompts)", "tests/test_report.py::test_report_intervals_resample_prompts"),
+    ("clip-templates-not-cleaned", "src/tsam_diffusion/bench/metrics.py", 'texts = [t.replace("a a", "a") for t in texts]',
+     "texts = list(texts)", "tests/test_metrics.py::test_clip_end_to_end"),
+    ("clip-text-template-mean", "src/tsam_diffusion/bench/metrics.py", "    mean = emb.mean(dim=0)\n", "    mean = emb[0]\n",
+     "tests/test_metrics.py::test_clip_text_end_to_end"),
+    ("shard-overlap", "src/tsam_diffusion/bench/run.py", "return chunks[rank::world_size]", "return chunks[rank:]",
+     "tests/test_bench_run.py::test_plan_is_deterministic_and_shards_partition"),
+    ("seed-per-method", "src/tsam_diffusion/bench/run.py", "generator=[torch.Generator(\"cpu\").manual_seed(j.seed) for j in chunk]",
+     "generator=[torch.Generator(\"cpu\").manual_seed(j.seed + len(j.method.name)) for j in chunk]",
+     "tests/test_bench_run.py::test_methods_are_paired_by_their_starting_noise"),
+    ("redo-recorded-images", "src/tsam_diffusion/bench/run.py", "        done = db.done_jobs()", "        done = set()",
+     "tests/test_bench_run.py::test_two_processes_killed_and_resumed"),
+    ("maps-not-cropped", "src/tsam_diffusion/viz.py", "save(token_maps(A[image_index, :, :n], h, w,", "save(token_maps(A[image_index], h, w,",
+     "tests/test_viz.py::test_save_diagnostic_maps_crops_padded_tokens"),
+    ("heatmap-upper-shown", "src/tsam_diffusion/viz.py", "shown = np.ma.masked_array(m, mask=upper) if causal else m", "shown = np.ma.masked_array(m)",
+     "tests/test_viz.py::test_matrix_heatmap_shows_the_matrix_and_its_tokens"),
+    ("skip-allowed-under-ci", "tests/conftest.py", "report.outcome = \"failed\"", "report.outcome = \"skipped\"",
+     "tests/test_ci_rules.py"),
+]
+
+
+COPIED = ("src", "tests", "benchmarks", "README.md", "pyproject.toml")
+
+
+def run(mutation: tuple[str, str, str, str, str], work: Path) -> bool:
+    """Apply one mutation to a fresh copy under ``work``; True if its tests fail (caught)."""
+    name, rel, old, new, tests = mutation
+    root = work / name
+    if root.exists():
+        shutil.rmtree(root)
+    for item in COPIED:
+        if (ROOT / item).is_dir():
+            shutil.copytree(ROOT / item, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(ROOT / item, root / item)
+    target = root / rel
+    text = target.read_text()
+    if text.count(old) != 1:
+        raise SystemExit(f"mutation {name}: the text to replace occurs {text.count(old)} times in {rel}; update this list")
+    target.write_text(text.replace(old, new))
+    src = root / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
+    env.pop("CI", None)
+    check = subprocess.run([sys.executable, "-c", "import tsam_diffusion; print(tsam_diffusion.__file__)"],
+                           env=env, capture_output=True, text=True, cwd=root)
+    if not check.stdout.strip().startswith(str(src)):
+        raise SystemExit(f"mutation {name}: the copy was not imported ({check.stdout.strip() or check.stderr.strip()})")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
+                            env=env, capture_output=True, text=True, cwd=root)
+    return result.returncode != 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated mutation ids")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if args.only is None or m[0] in args.only.split(",")]
+    missed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in chosen:
+            caught = run(m, Path(tmp))
+            print(f"{'caught' if caught else 'MISSED'}  {m[0]:<24} {m[4]}", flush=True)
+            if not caught:
+                missed.append(m[0])
+    print(f"{len(chosen) - len(missed)} of {len(chosen)} mutations caught")
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()
