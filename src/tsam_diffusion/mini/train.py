@@ -193,17 +193,13 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
             t = torch.randint(0, 1000, (x0.shape[0],), generator=gen).to(device)
             a = alphas[t].view(-1, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            if grounding is None:
+            with grounding.recorder.capture() if grounding else contextlib.nullcontext():
                 pred = unet(xt, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
-                loss = F.mse_loss(pred, noise)
-            else:
-                with grounding.recorder.capture():
-                    pred = unet(xt, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
-                    A = grounding.recorder.mean()
-                kept = [None if d else s for s, d in zip(scenes, dropped)]
-                ground = grounding.loss(A, kept, specs, captions)
+            diffusion = loss = F.mse_loss(pred, noise)
+            if grounding:
+                kept = [None if d else s for s, d in zip(scenes, dropped)]  # a dropped caption names nothing
+                ground = grounding.loss(grounding.recorder.mean(), kept, specs, captions)
                 ground_values.append(ground.item())
-                diffusion = F.mse_loss(pred, noise)
                 loss = diffusion + cfg.grounding * ground
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
@@ -215,7 +211,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
                 for pe, p in zip(ema.parameters(), unet.parameters()):
                     pe.lerp_(p, 1 - cfg.ema_decay)
             step += 1
-            losses.append((loss if grounding is None else diffusion).item())
+            losses.append(diffusion.item())
             bar.update(1)
             if step % cfg.log_every == 0:
                 extra = [f"{np.mean(ground_values):.5f}"] if grounding else []
