@@ -28,11 +28,32 @@ def test_shapes_metric_on_rendered_truth_and_a_wrong_colour():
     prompt = "a red circle and a blue square"
     a, b = metric.score([Image.fromarray(render(right)), Image.fromarray(render(wrong))], [prompt] * 2, [{}, {}])
     assert a == {"presence": 1.0, "whole": 1.0, "exact": 1.0, "binding": 1.0, "presence@two-attr": 1.0,
-                 "whole@two-attr": 1.0, "exact@two-attr": 1.0, "binding@two-attr": 1.0}
+                 "whole@two-attr": 1.0, "exact@two-attr": 1.0, "binding@two-attr": 1.0, "presence@seen-pairs": 1.0,
+                 "whole@seen-pairs": 1.0, "exact@seen-pairs": 1.0, "binding@seen-pairs": 1.0}
     assert b["presence"] == 1.0 and b["binding"] == 0.0 and b["whole"] == 0.0
     (c,) = metric.score([Image.fromarray(render(Scene((Obj("circle", "red", 8, 8, 10),), 32)))],
                         ["a circle and a square"], [{"template": "two-plain"}])
     assert c["presence"] == 0.5 and "binding" not in c and c["whole@two-plain"] == 0.0
+
+
+def test_held_out_pairings_are_reported_separately():
+    """Multi-object prompts naming a held-out pairing (red triangle, blue cross, yellow circle) score
+    under @held-out, the others under @seen-pairs; single objects under neither."""
+    from tsam_diffusion.mini.shapesbench import pairing_group
+
+    assert pairing_group("a red triangle and a blue square") == "held-out"
+    assert pairing_group("a circle with a blue cross") == "held-out"
+    assert pairing_group("a green square, a yellow circle and a red cross") == "held-out"
+    assert pairing_group("a blue triangle and a red cross") == "seen-pairs"  # the colours swapped: not held out
+    assert pairing_group("a triangle and a cross") == "seen-pairs"  # no colour named
+    assert pairing_group("a red triangle") is None
+    suite = load_suite("shapes-test")
+    groups = [pairing_group(p.text) for p in suite]
+    assert groups.count(None) == PER_TEMPLATE["one"] and groups.count("held-out") > 0 and groups.count("seen-pairs") > 0
+    metric = create_metric("shapes")
+    scene = Scene((Obj("triangle", "red", 8, 8, 10), Obj("square", "blue", 22, 22, 10)), 32)
+    (v,) = metric.score([Image.fromarray(render(scene))], ["a red triangle and a blue square"], [{}])
+    assert v["whole@held-out"] == 1.0 and not any(k.endswith("@seen-pairs") for k in v)
 
 
 def test_shapesbench_subset_end_to_end_on_the_bundled_model(tmp_path):

@@ -9,7 +9,9 @@ tsam_diffusion.mini.shapesbench`` rewrites them) with ids ``shapes-test:<templat
 The ``shapes`` metric judges each image against its prompt: ``presence`` (fraction of named objects
 present), ``binding`` (fraction of named colours on the right object; absent when no colour is
 named), ``whole`` (all present and bound), ``exact`` (whole and no extra object), and the same
-four per template as ``<value>@<template>``.
+four per template as ``<value>@<template>``, and, for prompts of two or more objects, per kind of
+pairing as ``<value>@held-out`` (a named colour/shape pairing of ``world.HOLDOUT_PAIRS``, seen in
+training only alone) or ``<value>@seen-pairs`` (none).
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .judge import Verdict, infer_template, judge
-from .world import TEMPLATES, caption, sample_spec
+from .judge import Verdict, infer_template, judge, parse_prompt
+from .world import HOLDOUT_PAIRS, TEMPLATES, caption, sample_spec
 
 # "one" has 28 distinct prompts and "two-plain" 12, shared out between the two suites
 PER_TEMPLATE = {"one": 14, "two-attr": 32, "two-plain": 6, "with": 16, "attr-plain": 16, "three-attr": 32}
@@ -64,6 +66,15 @@ def verdict_values(v: Verdict) -> dict[str, float]:
     return values
 
 
+def pairing_group(prompt: str) -> str | None:
+    """``"held-out"`` if a multi-object prompt names a held-out (colour, shape) pairing, else
+    ``"seen-pairs"``; ``None`` for a single object (held-out pairings occur alone in training)."""
+    spec = parse_prompt(prompt)
+    if len(spec) < 2:
+        return None
+    return "held-out" if any((colour, shape) in HOLDOUT_PAIRS for shape, colour in spec) else "seen-pairs"
+
+
 class ShapesMetric:
     """The ``shapes`` metric: ShapesJudge's verdict on each image (no weights needed)."""
 
@@ -74,7 +85,8 @@ class ShapesMetric:
         for image, prompt, meta in zip(images, prompts, metas):
             template = (meta or {}).get("template") or infer_template(prompt)
             values = verdict_values(judge(np.asarray(image.convert("RGB")), prompt))
-            values.update({f"{k}@{template}": x for k, x in list(values.items())})
+            groups = [template] + [g for g in [pairing_group(prompt)] if g]
+            values.update({f"{k}@{g}": x for k, x in list(values.items()) for g in groups})
             out.append(values)
         return out
 
