@@ -1,15 +1,18 @@
-"""Pick a T-SAM configuration from a scored ShapesBench sweep (run it on ``shapes-dev`` only).
+"""Pick a configuration of each method from a scored ShapesBench sweep (run it on ``shapes-dev`` only).
 
     tsam bench run --suite shapes-dev --seeds 0-15 --out runs/dev \\
-        --methods "vanilla,tsam[alpha=1],tsam[alpha=3],tsam[alpha=10]"
+        --methods "vanilla,tsam[alpha=1],tsam[alpha=3],tsam[alpha=10],attend-excite[alpha=5],attend-excite"
     tsam bench score runs/dev --metrics shapes
     python benchmarks/select_preset.py runs/dev
+
+Each method (``tsam``, ``attend-excite``, ``syngen``, ``conform``) is chosen on its own: its
+configurations compete with vanilla by the rule below.
 
 The rule, fixed before any sweep was run: the method with the highest ``whole`` (every named
 object present with its named colour) over the multi-object prompts, among those whose single-object
 ``whole`` is at most 2 points below vanilla's; ties go to the smaller ``alpha``. Methods are compared
 by their paired differences to vanilla (same prompt and seed; the means of a sweep cut short cover
-different prompts). It also names the best T-SAM configuration by the multi-object difference alone,
+different prompts). It also names the best configuration of each method by the multi-object difference alone,
 for when the rule keeps vanilla. Prints every method's rates (multi-object whole, presence and
 binding; single-object whole) and paired differences with bootstrap 95% intervals (prompts
 resampled), and writes them
@@ -45,7 +48,9 @@ def method_rates(run_dir: str) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     configs = db.methods()
     for method, measures in table.items():
-        row: dict[str, object] = {"alpha": (configs[method]["tsam"] or {}).get("alpha", 0.0)}
+        config = configs[method].get("tsam") or configs[method].get("guidance") or {}
+        row: dict[str, object] = {"alpha": config.get("alpha", 0.0),
+                                  "family": "vanilla" if method == "vanilla" else config.get("method", "tsam")}
         for name, vals in measures.items():
             row[name] = float(np.mean(list(vals.values())))
             base = table.get("vanilla", {}).get(name, {})
@@ -71,12 +76,18 @@ def _best(rates: dict[str, dict[str, object]], methods: list[str]) -> str | None
     return max(methods, key=key) if methods else None
 
 
-def choose(rates: dict[str, dict[str, object]]) -> str:
-    return _best(rates, [m for m in rates if _diff(rates, m, "single/whole") >= -SINGLE_DROP])
+def _of(rates: dict[str, dict[str, object]], family: str | None) -> list[str]:
+    return [m for m in rates if family is None or m == "vanilla" or rates[m].get("family") == family]
 
 
-def best_tsam(rates: dict[str, dict[str, object]]) -> str | None:
-    return _best(rates, [m for m in rates if m != "vanilla"])
+def choose(rates: dict[str, dict[str, object]], family: str | None = None) -> str:
+    """The rule, among vanilla and the configurations of ``family`` (all methods when None)."""
+    return _best(rates, [m for m in _of(rates, family) if _diff(rates, m, "single/whole") >= -SINGLE_DROP])
+
+
+def best_tsam(rates: dict[str, dict[str, object]], family: str | None = None) -> str | None:
+    """The largest multi-object gain alone (for when the rule keeps vanilla)."""
+    return _best(rates, [m for m in _of(rates, family) if m != "vanilla"])
 
 
 def main() -> None:
@@ -93,11 +104,15 @@ def main() -> None:
     for m, r in sorted(rates.items(), key=lambda kv: float(kv[1]["alpha"])):
         print(f"{m:<42}" + "".join(f"{float(r.get(c, float('nan'))):>15.3f}" for c in cols) + f"{r['n_multi']:>9}   "
               f"{ci(r.get('multi/whole - vanilla'))}; {ci(r.get('single/whole - vanilla'))}")
-    chosen, best = choose(rates), best_tsam(rates)
-    print(f"\nchosen by the rule in this script's docstring: {chosen}\nbest T-SAM configuration by multi/whole - vanilla: {best}")
+    families = sorted({str(r["family"]) for m, r in rates.items() if m != "vanilla"})
+    chosen = {f: choose(rates, f) for f in families}
+    best = {f: best_tsam(rates, f) for f in families}
+    print()
+    for f in families:
+        print(f"{f}: chosen by the rule in this script's docstring: {chosen[f]}; best by multi/whole - vanilla: {best[f]}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rates": rates, "chosen": chosen, "best_tsam": best, "rule": __doc__.split("\n\n")[2]}, f, indent=2)
+            json.dump({"rates": rates, "chosen": chosen, "best": best, "rule": __doc__.split("\n\n")[3]}, f, indent=2)
 
 
 if __name__ == "__main__":

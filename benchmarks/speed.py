@@ -7,7 +7,10 @@ and seed:
 
 - ``reference``: diffusers' own ``StableDiffusionPipeline``;
 - ``none``: ``TSAMPipeline`` with ``tsam=None``;
-- the presets ``sd-tifa`` and ``sd-ae``, and ``sd-tifa+ckpt`` (gradient checkpointing).
+- the presets ``sd-tifa`` and ``sd-ae``, and ``sd-tifa+ckpt`` (gradient checkpointing);
+- with ``--methods``, the baselines ``attend-excite``, ``syngen`` and ``conform`` (objects "car", "clock";
+  groups "black car|white clock"), and ``diffusers-ae``: diffusers' own
+  ``StableDiffusionAttendAndExcitePipeline`` with the same settings, for the ratio to ``attend-excite``.
 
 For each: the median wall time over ``--reps``, the ratio to the reference, denoiser passes by kind,
 peak memory, and the analytic floor (plain sampling + per update one forward up to the last layer
@@ -16,6 +19,7 @@ processors). Also the time of ``similarity_matrix`` + ``tsam_loss`` forward and 
 
     python benchmarks/speed.py                                  # CPU: --width-scale 10
     python benchmarks/speed.py --device cuda --dtype float16    # GPU: full width
+    python benchmarks/speed.py --methods reference,attend-excite,diffusers-ae,syngen,conform   # the baselines
 
 A script that prints figures (and ``--json`` writes them); it asserts nothing about time.
 """
@@ -40,6 +44,22 @@ from tsam_diffusion.guidance import select_layers
 from tsam_diffusion.tiny import clip_tokenizer
 
 PROMPT = "a black car and a white clock"
+BASELINES = {"attend-excite": "car,clock", "syngen": "black car|white clock", "conform": "black car|white clock"}
+AE_INDICES = [3, 7]  # "car", "clock" in CLIP's tokens of PROMPT (BOS at 0)
+
+
+def diffusers_ae(pipe):
+    """diffusers' own Attend-and-Excite pipeline (deprecated, kept in diffusers) on the same components."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from diffusers.pipelines.deprecated.stable_diffusion_attend_and_excite.pipeline_stable_diffusion_attend_and_excite import (
+            StableDiffusionAttendAndExcitePipeline)
+        ae = StableDiffusionAttendAndExcitePipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"},
+                                                    requires_safety_checker=False)
+    ae.set_progress_bar_config(disable=True)
+    return ae
 
 
 def build_sd15(width_scale: int, device: str, dtype: torch.dtype, seed: int = 0):
@@ -293,6 +313,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in ("sd-tifa", "sd-ae"):
             runs[name] = lambda name=name: tsam(PROMPT, tsam=TSAMConfig.preset(name), generator=gen(), **call)
             runs[name + "+ckpt"] = lambda name=name: tsam(PROMPT, tsam=TSAMConfig.preset(name, checkpointing=True), generator=gen(), **call)
+        for name, tokens in BASELINES.items():
+            runs[name] = lambda name=name, tokens=tokens: tsam(PROMPT, method=name, tokens=tokens, generator=gen(), **call)
+        runs["diffusers-ae"] = lambda: diffusers_ae(pipe)(PROMPT, token_indices=AE_INDICES, generator=gen(), **call)
         return runs
 
     runs, warmups = runs_for(args.steps), runs_for(2)
@@ -321,6 +344,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{floor if floor else float('nan'):>10.2f}{r['median_s'] / floor if floor else float('nan'):>9.2f}"
               f"{r['sampling_passes']:>6}/{r['update_passes']:<5}{r['peak_bytes'] / 2**20:>10.0f}"
               f"{r['peak_bytes'] / ref_peak if ref_peak else float('nan'):>7.2f}")
+    if "attend-excite" in results and "diffusers-ae" in results:
+        ours, theirs = results["attend-excite"], results["diffusers-ae"]
+        print(f"\nattend-excite vs diffusers' StableDiffusionAttendAndExcitePipeline, same settings: {theirs['median_s']:.2f} s / "
+              f"{ours['median_s']:.2f} s = {theirs['median_s'] / ours['median_s']:.2f}x faster "
+              f"(denoiser passes with grad: {ours['update_passes']} here, {theirs['update_passes']} there)")
     iso = update_cost(tsam, device, args.size, profile=args.profile)
     print(f"\none update at batch 1, isolated: {iso['per_update_ms']:.1f} ms "
           f"(floor piece: partial forward + latent backward {pieces['partial_fwd_bwd_b1'] * 1000:.1f} ms)")

@@ -56,3 +56,13 @@ def pytest_runtest_makereport(item, call):
 def pytest_terminal_summary(terminalreporter):
     skipped = len(terminalreporter.stats.get("skipped", []))
     terminalreporter.write_line(f"skipped tests: {skipped}" + (" (CI=true: none allowed)" if _under_ci() else ""))
+
+
+@pytest.fixture(scope="session")
+def mini_pipe():
+    """TSAMPipeline around the bundled tsam-mini."""
+    from tsam_diffusion import TSAMPipeline
+
+    pipe = TSAMPipeline.from_pretrained("tsam-mini")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

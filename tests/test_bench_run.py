@@ -30,14 +30,14 @@ def prompts(tmp_path):
 def test_parse_methods_and_seeds():
     ms = parse_methods("vanilla,tsam,tsam:sd-ae")
     assert [m.name for m in ms] == ["vanilla", "tsam", "tsam:sd-ae"]
-    assert ms[0].tsam is None and ms[2].tsam.refinement_iterations == 20
-    assert ms[1].resolve("sd-tifa").tsam == TSAMConfig.preset("sd-tifa")  # bare tsam: the model's own preset
+    assert ms[0].guidance is None and ms[2].guidance.refinement_iterations == 20
+    assert ms[1].resolve("sd-tifa").guidance == TSAMConfig.preset("sd-tifa")  # bare tsam: the model's own preset
     with pytest.raises(ValueError, match="valid methods: vanilla, tsam, .*tsam:sd-ae, tsam:sd-tifa"):
         parse_methods("vanilla,tsam:nope")
     # overrides in brackets: a sweep in one run
     a, b = parse_methods("tsam:sd-ae[alpha=5;gamma=2;refinement_steps=0+10;update_steps=0-3],tsam[alpha=3]")
-    assert a.tsam == TSAMConfig.preset("sd-ae", alpha=5.0, gamma=2.0, refinement_steps=(0, 10), update_steps=(0, 1, 2, 3))
-    assert b.name == "tsam[alpha=3]" and b.resolve("sd-tifa").tsam == TSAMConfig.preset("sd-tifa", alpha=3.0)
+    assert a.guidance == TSAMConfig.preset("sd-ae", alpha=5.0, gamma=2.0, refinement_steps=(0, 10), update_steps=(0, 1, 2, 3))
+    assert b.name == "tsam[alpha=3]" and b.resolve("sd-tifa").guidance == TSAMConfig.preset("sd-tifa", alpha=3.0)
     for bad, why in (("tsam[beta=1]", "KEY=VALUE"), ("tsam[alpha=x]", "bad value"), ("tsam[center_maps=maybe]", "bad value"),
                      ("tsam[alpha=-1]", "alpha must be")):
         with pytest.raises(ValueError, match=why):

@@ -22,6 +22,16 @@ def test_speed_benchmark_runs_and_reports(tmp_path):
     assert (tmp_path / "s.json").exists()
 
 
+def test_speed_benchmark_baselines(tmp_path, capsys):
+    import speed
+
+    report = speed.main(["--width-scale", "10", "--steps", "2", "--size", "128", "--reps", "1",
+                         "--methods", "reference,attend-excite,diffusers-ae,syngen,conform"])
+    methods = report["methods"]
+    assert all(methods[m]["update_passes"] > 0 for m in ("attend-excite", "diffusers-ae", "syngen", "conform"))
+    assert "attend-excite vs diffusers' StableDiffusionAttendAndExcitePipeline" in capsys.readouterr().out
+
+
 def test_floor_is_sampling_plus_one_partial_pass_per_update():
     import speed
 

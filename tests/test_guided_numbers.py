@@ -172,8 +172,11 @@ def test_recorded_maps_are_the_layers_own_attention_probabilities(case):
     want = full[:, :, case.content]
     assert d.A_first.shape == want.shape
     torch.testing.assert_close(d.A_first, want, rtol=1e-4, atol=1e-6)
-    # the maps are distributions over all key tokens: the content columns hold a part of each row only
-    assert torch.allclose(full.sum(-1), torch.ones(()), atol=1e-5) and float(want.sum(-1).max()) < 1
+    # the maps are distributions over all key tokens: the content columns hold a part of each row (all of
+    # it where [CLS]/[SEP] are hidden from the cross-attention, as in the bundled tsam-mini)
+    assert torch.allclose(full.sum(-1), torch.ones(()), atol=1e-5) and float(want.sum(-1).max()) < 1 + 1e-5
+    if case.name == "tiny-sd":
+        assert float(want.sum(-1).max()) < 1 - 1e-3
 
 
 def test_one_update_is_z_minus_alpha_grad_L(case):

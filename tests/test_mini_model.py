@@ -80,7 +80,7 @@ def test_training_resumes_exactly(tmp_path):
     for k in ua:
         torch.testing.assert_close(ua[k], ub[k], rtol=1e-5, atol=1e-6)
     log = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
-    assert log[0] == "step,loss,lr,seconds" and [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]
+    assert log[0] == "step,loss,lr,seconds,grounding" and [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]
     with pytest.raises(ValueError, match="resume with the same settings"):
         train(tmp_path / "b", TrainConfig(steps=4, batch_size=8), progress=False)
 
@@ -98,8 +98,9 @@ def test_train_command_stops_after_and_resumes(tmp_path, capsys):
 
 def test_bundled_model_is_small_float16_on_disk_and_draws_single_objects():
     """The shipped tsam-mini: <= 20 MB, loads as float32 with its own defaults, and draws the named
-    shape in the named colour (judged exactly) for at least 90% of single-object samples, as README and
-    the model card claim: all 28 single-object prompts x 2 seeds."""
+    shape in the named colour (judged exactly) for most single-object samples: all 28 single-object
+    prompts x 2 seeds here (49 of 56 with v2); the model card's figure, 91.4% [87.4, 95.4], is the 896
+    single-object samples of shapes-test. A broken model (the 30% candidate of the ablations) fails."""
     from tsam_diffusion.mini.judge import judge
     from tsam_diffusion.mini.model import bundled_dir
     from tsam_diffusion.mini.world import COLORS, SHAPES, caption
@@ -113,7 +114,7 @@ def test_bundled_model_is_small_float16_on_disk_and_draws_single_objects():
     out = tsam(prompts, tsam=None, num_images_per_prompt=2, generator=[gen(s) for s in range(56)], output_type="np")
     images = np.round(out.images * 255).astype(np.uint8)
     whole = [judge(img, prompts[k // 2]).whole for k, img in enumerate(images)]
-    assert sum(whole) >= 0.9 * 56, [prompts[k // 2] for k, ok in enumerate(whole) if not ok]
+    assert sum(whole) >= 0.8 * 56, [prompts[k // 2] for k, ok in enumerate(whole) if not ok]
     with pytest.raises(ValueError, match="32x32 images only"):
         tsam("a red circle", height=64, width=64)
 
@@ -177,8 +178,9 @@ def test_training_other_architectures_and_loading_them(tmp_path):
     out = TSAMPipeline(pipe)(PROMPT, num_inference_steps=2, generator=gen(), output_type="np")
     assert np.isfinite(out.images).all() and out.diagnostics.map_size == (16, 16)
     assert main([*args[:-6], "--context", "last"]) == 2  # resuming with another architecture is refused
-    # a folder without tsam_mini.json (the bundled model's predates it) reads the last layer, with [CLS]/[SEP]
-    assert TSAMPipeline.from_pretrained("tsam-mini").pipe.text_context == TextContext()
+    # the bundled model (v2) reads the input embeddings without [CLS]/[SEP]; a folder without
+    # tsam_mini.json (v1's predates it) reads the last layer, with [CLS]/[SEP]
+    assert TSAMPipeline.from_pretrained("tsam-mini").pipe.text_context == TextContext("embeddings", special_tokens=False)
     (tmp_path / "model" / "tsam_mini.json").unlink()
     assert TSAMMiniPipeline.from_pretrained(tmp_path / "model").text_context == TextContext()
 
@@ -201,7 +203,7 @@ def test_checkpoints_from_before_the_architecture_options_resume(tmp_path):
 
 
 def test_train_recipes_and_overrides(tmp_path):
-    """`--recipe` names a configuration (default: the bundled model's, v1); any option overrides it."""
+    """`--recipe` names a configuration (default: the bundled model's, v2); any option overrides it."""
     from tsam_diffusion.cli import main
     from tsam_diffusion.mini.train import DEFAULT_RECIPE, RECIPES
 
@@ -211,7 +213,9 @@ def test_train_recipes_and_overrides(tmp_path):
         state = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
         return {k: state[k] for k in RECIPES["v1"]}
 
+    assert DEFAULT_RECIPE == "v2"
     assert config() == RECIPES[DEFAULT_RECIPE] == {k: getattr(TrainConfig(), k) for k in RECIPES["v1"]}
+    assert config("--recipe", "v1") == RECIPES["v1"]
     assert config("--recipe", "grounded") == RECIPES["grounded"]
     assert config("--recipe", "grounded", "--grounding", "0.5", "--special-tokens") == {
         **RECIPES["grounded"], "grounding": 0.5, "special_tokens": True}

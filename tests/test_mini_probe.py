@@ -146,3 +146,14 @@ def test_probe_command_on_the_bundled_model(tmp_path, capsys):
         assert 0 <= row["loc/all"] < 20.4 and -1 <= row["cos/colour-own"] <= 1
         # (1 / area of the smallest object, an 8 px circle, bounds localisation: 1024 / (16 * pi) = 20.4)
     assert result["rows"][2]["cos/shape-shape"] is None  # "one": a single object has no other
+
+
+def test_the_bundled_model_localises(mini_pipe):
+    """Issue 10's acceptance on the shipped tsam-mini (v2): at the noise levels T-SAM updates, object
+    words put at least 3x their object's share of attention on it (full probe: 12.9), and different
+    objects' shape words overlap with a cosine of at most 0.8 (full probe: 0.13). v1 gave 1.07 and 0.997."""
+    from tsam_diffusion.mini.probe import run_probe
+
+    result = run_probe(mini_pipe, levels=(0.9, 0.7, 0.5), templates=("two-attr", "with"), per_template=3)
+    early = result["summary"]["update_levels"]
+    assert early["loc/all"] >= 3.0 and early["cos/shape-shape"] <= 0.8

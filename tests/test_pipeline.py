@@ -156,7 +156,7 @@ def test_processors_only_on_read_layers_and_restored(tsam_pipe):
 
 
 def test_nonfinite_loss_skips_that_image_only(tsam_pipe, monkeypatch):
-    import tsam_diffusion.guidance as guidance
+    import tsam_diffusion.methods.tsam as guidance  # where T-SAM's loss is called
 
     real = guidance.tsam_loss
     monkeypatch.setattr(guidance, "tsam_loss", lambda T, S, **kw: real(T, S, **kw) * torch.tensor([float("nan"), 1.0]))
@@ -267,8 +267,10 @@ def test_unsupported_pipeline():
 @pytest.mark.parametrize("kw,match", [(dict(num_inference_steps=0), "num_inference_steps"),
                                       (dict(num_images_per_prompt=0), "num_images_per_prompt"),
                                       (dict(height=100), "multiples of 8"),
-                                      (dict(tsam="nope"), "unknown preset"),
-                                      (dict(tsam=3), "TSAMConfig")])
+                                      (dict(tsam="nope"), "unknown method 'nope'; choose one of: tsam, tsam:mini"),
+                                      (dict(tsam=3), "guidance config, a method name or None"),
+                                      (dict(method="tsam:nope"), "unknown tsam preset 'nope'"),
+                                      (dict(method="attend-excite", tokens=3), "tokens must be")])
 def test_bad_call_arguments(tsam_pipe, kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tsam_pipe(PROMPT, **kw)

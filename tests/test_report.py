@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
 import re
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from tsam_diffusion.bench.report import (
     make_report,
     paired_differences,
 )
+from tsam_diffusion.bench.report_text import TABLE1_HEADING, TABLE2_HEADING, paper_methods, paper_table1, paper_table2
 
 SUITE = "tifa-v1"
 PROMPTS = [  # (prompt_id, text, source); the second text checks escaping
@@ -47,17 +50,32 @@ TIFA_CORRECT = {
 QUESTIONS = (2, 1, 1)
 ELEMENTS = ("object", "color", "counting")
 METHOD_CONFIGS = {"vanilla": {"guidance": None}, "tsam": {"lr": 20.0, "steps": [0, 25], "loss": "tsam"}}
+# the configurations bench/run.py stores: T-SAM and vanilla under "tsam", the baselines under "guidance"
+PAPER_CONFIGS = {
+    "vanilla": {"tsam": None},
+    "tsam:sd-ae": {"tsam": {"method": "tsam", "name": "sd-ae", "alpha": 20.0}},
+    "attend-excite": {"guidance": {"method": "attend-excite", "name": "attend-excite", "alpha": 20.0}},
+    "syngen": {"guidance": {"method": "syngen", "name": "syngen", "alpha": 20.0}},
+    "conform": {"guidance": {"method": "conform", "name": "conform", "alpha": 20.0}},
+}
+PAPER_METHODS = tuple(PAPER_CONFIGS)
+# the same methods as the paper's tables order them
+PAPER_ROWS = [("no guidance", "none", "vanilla"), ("LB (SynGen)", "parser", "syngen"),
+              ("CONFORM", "token groups", "conform"), ("A&E", "object tokens", "attend-excite"),
+              ("T-SAM (tsam:sd-ae)", "none", "tsam:sd-ae")]
 VERSIONS = {"tsam_diffusion": "0.1.0", "torch": "2.4.0", "diffusers": "0.30.0"}
 
 
-def make_run(run_dir, methods=("vanilla", "tsam"), drop=()):
-    """A run with ``methods`` x PROMPTS x SEEDS images (less the (method, prompt index, seed) in ``drop``)."""
+def make_run(run_dir, methods=("vanilla", "tsam"), drop=(), configs=METHOD_CONFIGS, metrics=("clip", "tifa"), vqa=None):
+    """A run with ``methods`` x PROMPTS x SEEDS images (less the (method, prompt index, seed) in ``drop``),
+    scored by ``metrics`` (of clip, clip-text, tifa). A method without values of its own gets tsam's,
+    its CLIP values shifted by 0.01 per place in ``methods``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     db = RunDB(run_dir)
     db.claim_settings({"model": "tiny-sd", "steps": 50, "guidance_scale": 7.5})
     for m in methods:
-        db.claim_method(m, METHOD_CONFIGS[m])
-    rows, clip, tifa = [], {}, {}
+        db.claim_method(m, configs[m])
+    rows, clip, tifa, clip_text = [], {}, {}, {}
     for mi, method in enumerate(methods):
         for pi, (pid, text, source) in enumerate(PROMPTS):
             for si, seed in enumerate(SEEDS):
@@ -69,19 +87,23 @@ def make_run(run_dir, methods=("vanilla", "tsam"), drop=()):
                 size = (300, 200) if method == "tsam" else (64, 64)  # tsam images get scaled down
                 Image.new("RGB", size, (40 * mi + 60, 80 * pi + 40, 70 * si + 30)).save(run_dir / rel)
                 row = dict(job_id=job, suite=SUITE, prompt_id=pid, prompt=text, prompt_meta={"source": source},
-                           seed=seed, method=method, config=METHOD_CONFIGS[method], image=rel, model="tiny-sd",
+                           seed=seed, method=method, config=configs[method], image=rel, model="tiny-sd",
                            versions=VERSIONS, seconds=1.0 + mi, created=0.0, loss_first=None, loss_last=None,
                            updates=0, skipped=0, diagnostics=None)
                 assert set(row) == set(IMAGE_COLUMNS)
                 rows.append(row)
-                full = CLIP_FULL[method][pi][si]
+                own = method in CLIP_FULL
+                values = method if own else "tsam"
+                full = CLIP_FULL[values][pi][si] + (0.0 if own else 0.01 * mi)
                 clip[job] = {"full": full, "min": full - 0.05}
-                tifa[job] = {"score": TIFA_SCORE[method][pi][si]}
-                for etype, c, q in zip(ELEMENTS, TIFA_CORRECT[method][pi][si], QUESTIONS):
+                clip_text[job] = {"score": full + 0.4}
+                tifa[job] = {"score": TIFA_SCORE[values][pi][si]} | ({f"vqa:{vqa(pi)}": 1.0} if vqa else {})
+                for etype, c, q in zip(ELEMENTS, TIFA_CORRECT[values][pi][si], QUESTIONS):
                     tifa[job] |= {f"correct:{etype}": c, f"questions:{etype}": q}
     db.add_images(rows)
-    db.add_scores("clip", clip)
-    db.add_scores("tifa", tifa)
+    for name, scores in (("clip", clip), ("clip-text", clip_text), ("tifa", tifa)):
+        if name in metrics:
+            db.add_scores(name, scores)
     return run_dir
 
 
@@ -326,6 +348,157 @@ def test_html_self_contained(run, tmp_path):
     assert "&quot;lr&quot;: 20.0" in doc
 
 
+# --------------------------------------------------------------------------- the paper's table layouts
+
+
+def _paper_run(tmp_path, metrics=("clip", "clip-text", "tifa")):
+    return make_run(tmp_path / "run", methods=PAPER_METHODS, configs=PAPER_CONFIGS, metrics=metrics)
+
+
+def _ci(row, signed=False):
+    """A cell's ``mean [lo, hi]`` written out here, independently of the report's own formatting."""
+    f = "{:+.4f}" if signed else "{:.4f}"
+    if math.isnan(row["lo"]):
+        return f.format(row["mean"]) + " [no interval: too few prompts]"
+    return f"{f.format(row['mean'])} [{f.format(row['lo'])}, {f.format(row['hi'])}]"
+
+
+def _section(text, heading):
+    """The text of the section under ``heading`` up to the next heading."""
+    start = text.index(heading)
+    return text[start:text.index("###", start + 5)]
+
+
+def test_paper_methods_order_and_labels(tmp_path):
+    report = build_report(_paper_run(tmp_path))
+    assert report.methods == list(PAPER_METHODS)
+    got = paper_methods(report, report.methods)
+    assert [(m["label"], m["external"], m["method"]) for m in got] == PAPER_ROWS
+    assert [m["family"] for m in got] == ["vanilla", "syngen", "conform", "attend-excite", "tsam"]
+    # method names with presets or overrides after the label, unknown families last (in their order),
+    # and the family from the name where the configuration does not tell (older runs)
+    fake = SimpleNamespace(method_configs={
+        "mystery": {"guidance": {"method": "mystery"}}, "tsam": {"tsam": {"alpha": 20.0}},
+        "attend-excite[alpha=10]": {"guidance": {"method": "attend-excite"}}, "plain": {"guidance": None},
+        "other": {}, "conform": {"guidance": {"method": "conform"}}})
+    got = paper_methods(fake, ["mystery", "tsam", "attend-excite[alpha=10]", "plain", "other", "conform", "syngen:x"])
+    assert [m["label"] for m in got] == ["no guidance (plain)", "LB (SynGen) (syngen:x)", "CONFORM",
+                                         "A&E (attend-excite[alpha=10])", "T-SAM", "mystery", "other"]
+    assert [m["external"] for m in got] == ["none", "parser", "token groups", "object tokens", "none", "n/a", "n/a"]
+
+
+def test_paper_table2_cells_are_the_reports_rows(tmp_path):
+    run = _paper_run(tmp_path)
+    report = build_report(run, min_prompts=2)
+    table = paper_table2(report, SUITE)
+    headings = ["CLIP image-text (full prompt)", "CLIP image-text (minimum object)", "text-text (BLIP caption)"]
+    assert table["header"] == ["method", "external information", *(h for x in headings for h in (x, f"Δ {x}"))]
+    measures = {(r["method"], r["measure"]): r for r in report.measures}
+    paired = {(r["method"], r["measure"]): r for r in report.paired}
+    names = ["clip/full", "clip/min", "clip-text/score"]
+    for (label, external, method), cells in zip(PAPER_ROWS, table["rows"], strict=True):
+        assert (cells[0].text, cells[1].text) == (label, external)
+        for k, name in enumerate(names):
+            mean, diff = cells[2 + 2 * k], cells[3 + 2 * k]
+            assert mean.row is measures[(method, name)] and mean.n is None
+            if method == "vanilla":
+                assert (diff.kind, diff.text) == ("text", "baseline")
+            else:
+                assert diff.kind == "diff" and diff.row is paired[(method, name)]
+
+    md_path, html_path = make_report(run, min_prompts=2)
+    md, page = md_path.read_text(), html_path.read_text()
+    suite_md = md.split(f"## Suite `{SUITE}`")[1]
+    assert suite_md.index(f"### {TABLE2_HEADING}") < suite_md.index("### Measures")
+    section = _section(suite_md, f"### {TABLE2_HEADING}")
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| method | external information | " + " | ".join(h for x in headings for h in (x, f"Δ {x}")) + " |"
+    bold = 0
+    for (label, external, method), line in zip(PAPER_ROWS, lines[1:], strict=True):
+        cells = [html.escape(label, quote=False), external]
+        for name in names:
+            cells.append(_ci(measures[(method, name)]))
+            if method == "vanilla":
+                cells.append("baseline")
+                continue
+            p = paired[(method, name)]
+            significant = p["lo"] > 0 or p["hi"] < 0
+            bold += significant
+            cells.append(f"**{_ci(p, signed=True)}**" if significant else _ci(p, signed=True))
+        assert line == "| " + " | ".join(cells) + " |"
+    assert bold > 0  # the baselines' CLIP values are shifted up: their differences exclude 0
+
+    assert html.escape(TABLE2_HEADING) in page
+    assert page.index(html.escape(TABLE2_HEADING)) < page.index("<h3>Measures</h3>")
+    table_html = page.split('<table class="paper-table2">')[1].split("<tbody>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table_html)
+    for (label, external, method), row in zip(PAPER_ROWS, rows, strict=True):
+        assert row.startswith(f"<th>{html.escape(label)}</th><td>{external}</td>")
+        numbers = re.findall(r"[+-]?\d+\.\d{4}", row)
+        want = []
+        for name in names:
+            m = measures[(method, name)]
+            want += [f"{m['mean']:.4f}", f"{m['lo']:.4f}", f"{m['hi']:.4f}"]
+            if method != "vanilla":
+                p = paired[(method, name)]
+                want += [f"{p['mean']:+.4f}", f"{p['lo']:+.4f}", f"{p['hi']:+.4f}"]
+        assert numbers == want
+
+
+def test_paper_table1_cells_are_the_reports_rows(tmp_path):
+    run = _paper_run(tmp_path)
+    report = build_report(run)
+    table = paper_table1(report, SUITE)
+    assert table["header"] == ["method", "TIFA score", "color", "counting", "object"]
+    measures = {(r["method"], r["measure"]): r for r in report.measures}
+    elements = {(r["method"], r["element"]): r for r in report.elements}
+    for (label, _, method), cells in zip(PAPER_ROWS, table["rows"], strict=True):
+        assert cells[0].text == label and cells[1].row is measures[(method, "tifa/score")]
+        assert [c.row for c in cells[2:]] == [elements[(method, e)] for e in ("color", "counting", "object")]
+
+    md_path, html_path = make_report(run)
+    md, page = md_path.read_text(), html_path.read_text()
+    suite_md = md.split(f"## Suite `{SUITE}`")[1]
+    assert suite_md.index(f"### {TABLE2_HEADING}") < suite_md.index(f"### {TABLE1_HEADING}") < suite_md.index("### Measures")
+    lines = [line for line in _section(suite_md, f"### {TABLE1_HEADING}").splitlines() if line.startswith("| ")]
+    assert lines[0] == "| method | TIFA score | color | counting | object |"
+    assert lines[1] == f"| no guidance | {_ci(measures[('vanilla', 'tifa/score')])} | 50.0% (3/6) | 33.3% (2/6) | 83.3% (10/12) |"
+    assert lines[5] == (f"| T-SAM (tsam:sd-ae) | {_ci(measures[('tsam:sd-ae', 'tifa/score')])} "
+                        "| 83.3% (5/6) | 66.7% (4/6) | 91.7% (11/12) |")
+    assert len(lines) == 1 + len(PAPER_ROWS)  # header and rows (the separator is |---|)
+    assert html.escape(TABLE1_HEADING) in page
+    table_html = page.split('<table class="paper-table1">')[1].split("<tbody>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table_html)
+    assert [re.match(r"<th>(.*?)</th>", r).group(1) for r in rows] == [html.escape(x[0]) for x in PAPER_ROWS]
+    assert "50.0%" in rows[0] and "3/6" in rows[0] and f"{measures[('vanilla', 'tifa/score')]['mean']:.4f}" in rows[0]
+
+
+def test_paper_tables_absent_without_their_measures(tmp_path):
+    def texts(run):
+        md, page = make_report(run)
+        return md.read_text(), page.read_text()
+
+    md, page = texts(make_run(tmp_path / "tifa", methods=PAPER_METHODS, configs=PAPER_CONFIGS, metrics=("tifa",)))
+    assert TABLE2_HEADING not in md and html.escape(TABLE2_HEADING) not in page and "paper-table2" not in page
+    assert TABLE1_HEADING in md and html.escape(TABLE1_HEADING) in page
+
+    run = make_run(tmp_path / "clip", methods=PAPER_METHODS, configs=PAPER_CONFIGS, metrics=("clip",))
+    md, page = texts(run)
+    assert TABLE1_HEADING not in md and html.escape(TABLE1_HEADING) not in page and "paper-table1" not in page
+    assert TABLE2_HEADING in md and "text-text (BLIP caption)" not in md  # only the measures present
+    assert paper_table1(build_report(run), SUITE) is None
+
+    run = make_run(tmp_path / "text", methods=PAPER_METHODS, configs=PAPER_CONFIGS, metrics=("clip-text",))
+    assert paper_table2(build_report(run), SUITE)["header"] == [
+        "method", "external information", "text-text (BLIP caption)", "Δ text-text (BLIP caption)"]
+
+    run = make_run(tmp_path / "alone", methods=("tsam",))  # no vanilla: no differences to show
+    table = paper_table2(build_report(run), SUITE)
+    assert table["header"] == ["method", "external information", "CLIP image-text (full prompt)",
+                               "CLIP image-text (minimum object)"]
+    assert [c.text for c in table["rows"][0][:2]] == ["T-SAM", "none"]
+
+
 # --------------------------------------------------------------------------- real browser
 
 _CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -335,6 +508,18 @@ _CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.mark.skipif(_CHROMIUM is None, reason="chromium / chromium-browser not on PATH (Debian: apt-get install -y "
                                                "chromium); the headless-browser check of report.html is skipped")
+def test_vqa_label_is_named_not_measured(tmp_path):
+    """``tifa/vqa:NAME`` says which VQA model answered: shown above the Table 1 layout, never as a measure."""
+    one = make_run(tmp_path / "one", vqa=lambda pi: "mplug")
+    report = build_report(one)
+    assert report.vqa == {SUITE: ["mplug"]} and not any("vqa" in m for m in report.measure_names)
+    md_path, html_path = make_report(one)
+    assert "TIFA questions answered by mPLUG-large (TIFA's own model, as the paper)." in md_path.read_text()
+    assert "TIFA questions answered by mPLUG-large" in html_path.read_text()
+    mixed = make_run(tmp_path / "mixed", vqa=lambda pi: "mplug" if pi else "blip")
+    assert "this run mixes VQA models" in make_report(mixed)[0].read_text()
+
+
 def test_html_in_headless_chromium(run, tmp_path):
     _, html_path = make_report(run)
     base = [_CHROMIUM, *_CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'profile'}"]

@@ -28,6 +28,8 @@ except PackageNotFoundError:  # running from a source tree
 _EXPORTS = {
     "TSAMConfig": "config",
     "PRESETS": "config",
+    "AttendExciteConfig": "methods",
+    "METHODS": "methods",
     "Diagnostics": "diagnostics",
     "ModelLoadError": "loading",
     "TSAMOutput": "pipeline",

@@ -43,17 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     g = sub.add_parser(
-        "generate", help="generate images for a prompt with T-SAM guidance",
-        description="Generate images for PROMPT with T-SAM guidance (and optionally the unguided baseline). "
+        "generate", help="generate images for a prompt with T-SAM guidance (or a baseline method)",
+        description="Generate images for PROMPT with T-SAM guidance, or a baseline method (--method), and "
+                    "optionally the unguided baseline. "
                     f"The default model, {DEFAULT_MODEL}, is the small bundled ShapesWorld model (offline, CPU).",
         formatter_class=HelpFormatter)
     g.add_argument("prompt", metavar="PROMPT", help="the text prompt")
     g.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_PATH", help=_MODEL_HELP)
     g.add_argument("--seed", type=int, nargs="+", default=[0], metavar="N", help="one or more seeds, one image each (default: 0)")
+    g.add_argument("--method", default="tsam", metavar="NAME",
+                   help="guidance method, NAME or NAME:PRESET: tsam (default; needs no token selection) or one of "
+                        "the paper's baselines: attend-excite (needs --tokens), conform (needs --token-groups), "
+                        "syngen (parses the prompt with spaCy, or takes --token-groups)")
     g.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, mini for tsam-mini)")
-    g.add_argument("--alpha", type=float, default=None, metavar="A", help="override the preset's step size alpha")
-    g.add_argument("--gamma", type=float, default=None, metavar="G", help="override the preset's exponent gamma")
+                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, mini for tsam-mini); "
+                        "same as --method tsam:PRESET")
+    g.add_argument("--alpha", type=float, default=None, metavar="A", help="override the method's step size alpha")
+    g.add_argument("--gamma", type=float, default=None, metavar="G", help="override T-SAM's exponent gamma")
+    toks = g.add_mutually_exclusive_group()
+    toks.add_argument("--tokens", default=None, metavar="WORDS",
+                      help="the prompt's object words for methods that need them, e.g. 'car,clock' (T-SAM needs none)")
+    toks.add_argument("--token-groups", default=None, metavar="GROUPS",
+                      help="groups of words that belong together, e.g. 'black car|white clock'; the last word of a "
+                           "group is its object")
     add_generation_options(g)
     g.add_argument("--negative-prompt", default=None, metavar="TEXT", help="negative prompt")
     mode = g.add_mutually_exclusive_group()
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also generate the unguided baseline with the same seed and a side-by-side image")
     mode.add_argument("--no-tsam", action="store_true", help="generate unguided images only")
     g.add_argument("--save-maps", action="store_true",
-                   help="write T, S and the per-token cross-attention maps of each T-SAM image as PNGs")
+                   help="write T, S (T-SAM only) and the per-token cross-attention maps of each guided image as PNGs")
     g.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR",
                    help="output folder (default: %(default)s); files are named SLUG-HASH_seedN_KIND.png, HASH from "
                         "the full prompt and the settings, so other prompts or settings never overwrite them")
@@ -105,7 +117,31 @@ def _check_args(args: argparse.Namespace) -> None:
     for seed in args.seed:
         check_seed(seed)
     if args.save_maps and args.no_tsam:
-        raise ValueError("--save-maps needs T-SAM guidance; it cannot be combined with --no-tsam")
+        raise ValueError("--save-maps needs guidance; it cannot be combined with --no-tsam")
+    _method_config(args, "mini")  # an unknown method or a bad value fails before the model loads
+
+
+def _method_config(args: argparse.Namespace, default_preset: str) -> Any:
+    """The guidance config ``--method``/``--preset``/``--alpha``/``--gamma``/``--tokens`` ask for."""
+    from .methods import METHODS, from_name, method_names
+    from .methods.words import parse_groups
+
+    name = args.method
+    base = name.split(":")[0]
+    if base not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
+    if base != "tsam" and (args.preset or args.gamma is not None):
+        raise ValueError(f"--preset and --gamma are T-SAM's; for {base} give --method {base}:PRESET and --alpha")
+    overrides = {k: v for k, v in (("alpha", args.alpha), ("gamma", args.gamma)) if v is not None}
+    if args.preset and ":" in name:
+        raise ValueError("give the preset once: --method tsam:PRESET or --preset PRESET")
+    config = from_name(f"tsam:{args.preset}" if args.preset else name, default_preset, **overrides)
+    spec = args.tokens if args.tokens is not None else args.token_groups
+    tokens = None if spec is None else parse_groups(spec if args.tokens is None else spec.replace("|", ","))
+    if config.needs_tokens and tokens is None and not args.no_tsam:
+        raise ValueError(f"{base} needs the prompt's object words: add --tokens 'car,clock' (or --token-groups "
+                         "'black car|white clock'); T-SAM needs none")
+    return config, tokens
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -120,13 +156,11 @@ def generate(args: argparse.Namespace) -> int:
     check_model(args.model)  # missing weights: one message in a second, before torch is imported
     import torch
 
-    from . import TSAMConfig, TSAMPipeline, viz
+    from . import TSAMPipeline, viz
     from .threads import Threads
     from .tiny import TINY_NOTE
 
     threads = Threads(args.threads)
-    overrides = {k: v for k, v in (("alpha", args.alpha), ("gamma", args.gamma)) if v is not None}
-    TSAMConfig(**overrides)  # a bad --alpha/--gamma fails before the model loads
     device = resolve_device(args.device)
     check_device(device)
     dtype = resolve_dtype(args.dtype, device)
@@ -136,18 +170,20 @@ def generate(args: argparse.Namespace) -> int:
     if is_tiny:
         print(TINY_NOTE, file=sys.stderr)
     pipe = TSAMPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device)
-    preset = args.preset or pipe.adapter.default_preset
-    config = None if args.no_tsam else TSAMConfig.preset(preset, **overrides)
+    config, tokens = _method_config(args, pipe.adapter.default_preset)
+    config = None if args.no_tsam else config
     steps, scale = pipe.adapter.sampling_settings(args.steps, args.guidance_scale)
     call = dict(num_inference_steps=steps, guidance_scale=scale, height=args.height,
                 width=args.width, negative_prompt=args.negative_prompt)
     slug = output_stem(args.prompt, {**call, "model": args.model, "dtype": str(dtype),
-                                     "tsam": None if config is None else config.to_dict()})
+                                     "tsam": None if config is None else config.to_dict(),
+                                     **({"tokens": tokens} if tokens and config is not None and config.uses_tokens else {})})
 
-    def run(seed: int, tsam: TSAMConfig | None):
+    def run(seed: int, method: Any):
         threads.adapt()
         generator = torch.Generator(device="cpu").manual_seed(seed)  # same seed, same image on any device
-        return pipe(args.prompt, tsam=tsam, generator=generator, **call)
+        return pipe(args.prompt, method=method, tokens=tokens if method and method.uses_tokens else None,
+                    generator=generator, **call)
 
     def save(image: Any, name: str) -> Path:
         path = save_png(image, out / name)
@@ -161,7 +197,7 @@ def generate(args: argparse.Namespace) -> int:
             continue
         result = run(seed, config)
         tsam_image = result.images[0]
-        save(tsam_image, f"{stem}_tsam.png")
+        save(tsam_image, f"{stem}_{config.method}.png")
         d = result.diagnostics
         diag_path = out / f"{stem}_diagnostics.json"
         _write_json(diag_path, {
@@ -174,7 +210,7 @@ def generate(args: argparse.Namespace) -> int:
         if args.compare:
             baseline = run(seed, None).images[0]
             save(baseline, f"{stem}_baseline.png")
-            label = f"T-SAM ({preset}, alpha={_fmt(config.alpha)}, gamma={_fmt(config.gamma)})"
+            label = _label(config)
             panel = viz.side_by_side([baseline, tsam_image], ["baseline (no guidance)", label],
                                      title=args.prompt, footer=TINY_NOTE if is_tiny else None)
             save(panel, f"{stem}_compare.png")
@@ -183,8 +219,15 @@ def generate(args: argparse.Namespace) -> int:
                 print(path)
             if not d.updates:
                 why = "; ".join(d.notes) or "guidance is disabled (alpha=0 or no update steps)"
-                print(f"note: T-SAM made no update for seed {seed} ({why}): no S or token maps to save", file=sys.stderr)
+                print(f"note: {config.method} made no update for seed {seed} ({why}): no S or token maps to save", file=sys.stderr)
     return 0
+
+
+def _label(config: Any) -> str:
+    """``T-SAM (mini, alpha=3, gamma=2)``, ``attend-excite (ae, alpha=20)``: the panel caption of a method."""
+    name = "T-SAM" if config.method == "tsam" else config.method
+    gamma = f", gamma={_fmt(config.gamma)}" if config.method == "tsam" else ""
+    return f"{name} ({config.name}, alpha={_fmt(config.alpha)}{gamma})"
 
 
 def main(argv: list[str] | None = None) -> int:

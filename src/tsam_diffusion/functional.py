@@ -168,10 +168,11 @@ def tsam_loss(
 def step_sizes(
     alpha: float, num_inference_steps: int, schedule: Literal["sqrt-decay", "constant"] = "sqrt-decay"
 ) -> list[float]:
-    """``alpha`` at each denoising step (eq. 15's step size).
+    """``alpha`` at each denoising step (eq. 15's step size), ``num_inference_steps`` entries.
 
     ``"sqrt-decay"``: ``alpha * sqrt(linspace(1.0, 0.5, num_inference_steps))[i]``, as
-    Attend-and-Excite and the authors' code do; ``"constant"``: ``alpha`` throughout.
+    Attend-and-Excite and the authors' code do; ``"constant"``: ``alpha`` throughout. The pipeline
+    asks for ``len(scheduler.timesteps)`` entries, as they do (51 for PNDM's 50 steps).
     """
     if schedule == "constant":
         return [float(alpha)] * num_inference_steps

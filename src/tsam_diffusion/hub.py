@@ -69,11 +69,16 @@ def _probe() -> bool:
 
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(url.scheme)
+    return reachable(host, port, probe_timeout(), url.scheme)
+
+
+def reachable(host: str, port: int, timeout: float, scheme: str = "https") -> bool:
+    """Whether a TCP connection to ``host:port`` (or to the proxy the environment names for
+    ``scheme``) opens within ``timeout`` seconds, name lookup included."""
+    proxy = urllib.request.getproxies().get(scheme)
     if proxy and not urllib.request.proxy_bypass(host):
         proxy_url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxy_url.hostname or host, proxy_url.port or 8080
-    timeout = probe_timeout()
     result: list[bool] = []
 
     def probe() -> None:  # getaddrinfo has no timeout of its own: run it in a thread we stop waiting for

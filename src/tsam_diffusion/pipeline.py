@@ -2,7 +2,8 @@
 
 The sampling loop below is diffusers' own (same calls, same order, so that without guidance the
 output is bitwise what the wrapped pipeline gives), with one addition: at the scheduled early
-steps the latent first takes T-SAM gradient steps (``TSAMGuidance.update``, eq. 15).
+steps the latent first takes gradient steps of the guidance method (``Guidance.step``; T-SAM's
+eq. 15 by default, or a baseline: ``method="attend-excite"``, see ``tsam_diffusion.methods``).
 
 Step ``k`` is the ``k``-th iteration of the loop over ``scheduler.timesteps``, as in the authors'
 code; PNDM (SD 1.5's default) makes N + 1 iterations for N steps, and its last one is never
@@ -18,11 +19,12 @@ import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 from .adapters import adapter_for
-from .config import TSAMConfig
 from .diagnostics import Diagnostics
 from .functional import step_sizes
-from .guidance import TSAMGuidance
+from .guidance import Guidance
 from .loading import load_pipeline
+from .methods import GuidanceConfig, resolve_method
+from .methods.words import per_prompt
 
 
 @dataclass
@@ -67,7 +69,9 @@ class TSAMPipeline:
         self,
         prompt: str | list[str],
         *,
-        tsam: TSAMConfig | str | None = "default",
+        method: GuidanceConfig | str | None = "default",
+        tokens: Any = None,
+        tsam: GuidanceConfig | str | None = "default",
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
@@ -78,7 +82,15 @@ class TSAMPipeline:
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
     ) -> TSAMOutput:
-        """Generate images; ``tsam`` is a ``TSAMConfig``, a preset name, ``"default"`` or ``None`` (plain sampling).
+        """Generate images with a guidance method, or none.
+
+        ``method`` is a method's config (``TSAMConfig``, ``AttendExciteConfig``, ...), a name
+        (``"tsam"``, ``"tsam:sd-ae"``, ``"attend-excite"``: ``tsam_diffusion.methods.METHODS``),
+        ``"default"`` (T-SAM with the model family's preset) or ``None`` (plain sampling). ``tsam=``
+        is the same argument under its earlier name. ``tokens`` names the prompt's objects for the
+        methods that need them (A&E, CONFORM; T-SAM needs none): ``"car,clock"``,
+        ``"black car|white clock"`` or ``[["black", "car"], ["white", "clock"]]`` for every prompt,
+        or a list with one of those per prompt.
 
         ``"default"``, and ``None`` for ``num_inference_steps`` and ``guidance_scale``, take the model
         family's own values (``adapter.default_preset`` etc.: 50 steps, scale 7.5 and ``sd-tifa`` for
@@ -86,7 +98,12 @@ class TSAMPipeline:
         """
         prompts = _check_prompts(prompt)
         self.adapter.warn_unknown_tokens(prompts)
-        config = _resolve_config(tsam, self.adapter.default_preset)
+        if not (isinstance(tsam, str) and tsam == "default"):
+            if not (isinstance(method, str) and method == "default"):
+                raise TypeError("give method= or its earlier name tsam=, not both")
+            method = tsam
+        config = resolve_method(method, self.adapter.default_preset)
+        token_groups = per_prompt(tokens, len(prompts))
         num_inference_steps, guidance_scale = self.adapter.sampling_settings(num_inference_steps, guidance_scale)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -106,17 +123,20 @@ class TSAMPipeline:
         latents = adapter.prepare_latents(len(prompt_index), height, width, generator, latents)
         extra_step_kwargs = adapter.step_kwargs(generator)
 
-        # 2. T-SAM: T per prompt (eq. 2-3), the layers read (eq. 6), the update plan and step sizes (eq. 15).
+        # 2. Guidance: the method's objective (T-SAM: T per prompt, eq. 2-3), the layers read (eq. 6),
+        # the update plan and the step sizes (eq. 15), spanning len(timesteps) as the authors' code and
+        # A&E do (51 entries for PNDM's 50 steps; second-order schedulers: one per step).
+        order = getattr(scheduler, "order", 1)
         guidance = None
         if config is not None and config.enabled:
-            guidance = TSAMGuidance(adapter, config, prompts, prompt_index, height, width, diagnostics)
+            guidance = Guidance(adapter, config, prompts, prompt_index, height, width, diagnostics, token_groups)
             if not guidance.any_active:
                 guidance = None
         plan = config.schedule(num_inference_steps) if guidance else [0] * num_inference_steps
-        alphas = step_sizes(config.alpha, num_inference_steps, config.step_size_schedule) if guidance else []
+        span = len(timesteps) if order == 1 else num_inference_steps
+        alphas = step_sizes(config.alpha, span, config.step_size_schedule) if guidance else []
 
         # 3. Denoising loop.
-        order = getattr(scheduler, "order", 1)
         num_warmup_steps = len(timesteps) - num_inference_steps * order
         step = -1
         with (guidance.recorder.install() if guidance else nullcontext()), _frozen(adapter.denoiser), \
@@ -125,10 +145,8 @@ class TSAMPipeline:
             for i, t in enumerate(timesteps):
                 if getattr(scheduler, "state_in_first_order", True):  # second-order schedulers: first stage only
                     step += 1
-                    for iteration in range(plan[step] if step < num_inference_steps else 0):  # PNDM: N + 1 iterations
-                        latents, record = guidance.update(latents, t, cond, step, iteration, alphas[step])
-                        if config.loss_threshold is not None and not bool(record.applied.any()):
-                            break  # every image at or below the loss threshold: stop refining
+                    if guidance and step < num_inference_steps and plan[step]:  # PNDM: N + 1 iterations, the last never
+                        latents = guidance.step(latents, t, cond, step, plan[step], alphas[step], num_inference_steps)
                 noise_pred = adapter.predict(latents, t, cond, guidance_scale)
                 latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
@@ -148,14 +166,6 @@ def _check_prompts(prompt: str | list[str]) -> list[str]:
         if not text.strip():
             raise ValueError(f"prompt {p} is empty or whitespace only; give a text to generate from")
     return prompts
-
-
-def _resolve_config(tsam: TSAMConfig | str | None, default_preset: str) -> TSAMConfig | None:
-    if tsam is None or isinstance(tsam, TSAMConfig):
-        return tsam
-    if isinstance(tsam, str):
-        return TSAMConfig.preset(default_preset if tsam == "default" else tsam)
-    raise TypeError(f"tsam must be a TSAMConfig, a preset name or None, got {type(tsam).__name__}")
 
 
 @contextmanager

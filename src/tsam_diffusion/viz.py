@@ -265,15 +265,17 @@ def save_diagnostic_maps(
 
     Files: ``{stem}_T.png``, ``{stem}_S_first.png``, ``{stem}_S_last.png``, ``{stem}_maps_first.png``,
     ``{stem}_maps_last.png``. Without updates (guidance off or a no-op) only ``T`` is written, and
-    nothing when the run computed no ``T`` (``tsam=None``, or ``alpha=0``). Returns the paths written.
+    nothing when the run had no guidance (``method=None``, or ``alpha=0``). Methods other than T-SAM
+    compute no ``T`` or ``S``: only their token maps are written. Returns the paths written.
     """
     d = diagnostics
     if not 0 <= image_index < len(d.prompt_index):
         raise IndexError(f"image_index {image_index} out of range for {len(d.prompt_index)} images")
     out_dir = Path(out_dir)
     p = d.prompt_index[image_index]
-    if p >= len(d.tokens) or p >= len(d.T):
-        return []  # no T: sampling ran without guidance
+    if p >= len(d.tokens):
+        return []  # no tokens: sampling ran without guidance
+    has_T = p < len(d.T)
     tokens = list(d.tokens[p])
     n = len(tokens)
     if n == 0:
@@ -286,11 +288,12 @@ def save_diagnostic_maps(
 
     gamma = (d.config or {}).get("gamma")
     t_title = "T: text self-attention" + (f" (^gamma={gamma:g})" if gamma is not None else "")
-    save(matrix_heatmap(d.T[p][:n, :n], tokens, t_title), "T")
+    if has_T:
+        save(matrix_heatmap(d.T[p][:n, :n], tokens, t_title), "T")
     if not d.updates:
         return written
 
-    for which, label in ((0, "first"), (-1, "last")):
+    for which, label in ((0, "first"), (-1, "last")) if has_T else ():
         u = d.updates[which]
         where = f"step {u.step}" + (f", iteration {u.iteration}" if u.iteration else "")
         loss = float(u.loss[image_index])

@@ -117,6 +117,10 @@ class ModelAdapter(ABC):
                           f"and reads it as {tokenizer.unk_token}; rephrase in words it knows", stacklevel=3)
             return
 
+    def word_pieces(self, word: str) -> list[str]:
+        """How the text encoder's tokenizer splits one word (to find it among ``PromptText.tokens``)."""
+        return self.pipe.tokenizer.tokenize(word)
+
     def sampling_settings(self, num_inference_steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
         """``(steps, guidance scale)``: the values given, the family's defaults where ``None``."""
         return (self.default_steps if num_inference_steps is None else num_inference_steps,

@@ -22,54 +22,65 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import PRESETS, TSAMConfig
+from ..methods import METHODS, GuidanceConfig, TSAMConfig, method_names
 from ..files import save_png
 from ..options import check_seed
 from ..threads import Threads
 from .db import BenchError, RunDB
+from .subjects import token_groups
 from .suites import Prompt
 
 
-DEFAULT = "default"  # ``Method.tsam`` of a bare ``tsam``: the model's own preset, known once it is loaded
+DEFAULT = "default"  # ``Method.guidance`` of a bare ``tsam``: the model's own preset, known once it is loaded
 
 
 @dataclass(frozen=True)
 class Method:
-    """A generation method: ``vanilla`` (no guidance) or T-SAM with a preset (``tsam``, ``tsam:sd-ae``)."""
+    """A generation method: ``vanilla`` (no guidance), T-SAM with a preset (``tsam``, ``tsam:sd-ae``) or a
+    baseline (``attend-excite``), each optionally with overrides (``tsam:mini[alpha=5]``)."""
 
     name: str
-    tsam: TSAMConfig | str | None  # DEFAULT[:overrides as JSON] until ``resolve`` names the model's preset
+    guidance: GuidanceConfig | str | None  # DEFAULT[:overrides as JSON] until ``resolve`` names the model's preset
 
     def resolve(self, default_preset: str) -> "Method":
-        if not (isinstance(self.tsam, str) and self.tsam.startswith(DEFAULT)):
+        if not (isinstance(self.guidance, str) and self.guidance.startswith(DEFAULT)):
             return self
-        overrides = json.loads(self.tsam.removeprefix(DEFAULT).removeprefix(":") or "{}")
+        overrides = json.loads(self.guidance.removeprefix(DEFAULT).removeprefix(":") or "{}")
         return Method(self.name, TSAMConfig.preset(default_preset, **overrides))
 
+    @property
+    def needs_tokens(self) -> bool:
+        return isinstance(self.guidance, GuidanceConfig) and self.guidance.needs_tokens
+
+    @property
+    def uses_tokens(self) -> bool:
+        return isinstance(self.guidance, GuidanceConfig) and self.guidance.uses_tokens
+
     def config(self) -> dict[str, Any]:
-        if isinstance(self.tsam, str):
+        if isinstance(self.guidance, str):
             raise ValueError(f"method {self.name!r} is not resolved to a preset yet")
-        return {"tsam": None if self.tsam is None else self.tsam.to_dict()}
+        if self.guidance is None or isinstance(self.guidance, TSAMConfig):  # as before other methods existed
+            return {"tsam": None if self.guidance is None else self.guidance.to_dict()}
+        return {"guidance": self.guidance.to_dict()}
 
 
-def method_names() -> list[str]:
-    return ["vanilla", "tsam"] + [f"tsam:{p}" for p in sorted(PRESETS)]
+def _overridable(cls: type) -> dict[str, Any]:
+    return {f.name: f.type for f in dataclasses.fields(cls) if f.name not in ("name", "layers")}
 
 
-_OVERRIDABLE = {f.name: f.type for f in dataclasses.fields(TSAMConfig) if f.name not in ("name", "layers")}
-
-
-def _override_value(key: str, text: str) -> Any:
+def _override_value(kind: str, text: str) -> Any:
     """``alpha=5`` -> 5.0; ``update_steps=0-24`` or ``0+10+20`` -> a tuple; ``loss_threshold=none`` -> None."""
-    kind = str(_OVERRIDABLE[key])
+    kind = str(kind)
     if text.lower() == "none":
         return None
-    if "tuple" in kind:
+    if "tuple[int" in kind:
         steps: list[int] = []
         for part in filter(None, text.split("+")):
             a, _, b = part.partition("-")
             steps += list(range(int(a), int(b or a) + 1))
         return tuple(steps)
+    if "tuple[float" in kind:
+        return tuple(float(x) for x in filter(None, text.split("+")))
     if kind.startswith("bool"):
         flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
         if text.lower() not in flags:
@@ -82,15 +93,16 @@ def _override_value(key: str, text: str) -> Any:
     return text
 
 
-def _parse_overrides(name: str, body: str) -> dict[str, Any]:
+def _parse_overrides(name: str, cls: type, body: str) -> dict[str, Any]:
+    overridable = _overridable(cls)
     overrides = {}
     for item in filter(None, (x.strip() for x in body.split(";"))):
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or key not in _OVERRIDABLE:
-            raise ValueError(f"method {name!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(_OVERRIDABLE)}")
+        if not sep or key not in overridable:
+            raise ValueError(f"method {name!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(overridable)}")
         try:
-            overrides[key] = _override_value(key, value.strip())
+            overrides[key] = _override_value(overridable[key], value.strip())
         except ValueError:
             raise ValueError(f"method {name!r}: bad value in {item!r}") from None
     return overrides
@@ -110,35 +122,50 @@ def _split_methods(spec: str) -> list[str]:
 
 
 def parse_methods(spec: str) -> list[Method]:
-    """``"vanilla,tsam,tsam:sd-ae"`` -> methods; ``tsam`` alone is the model's default preset.
+    """``"vanilla,tsam,tsam:sd-ae,attend-excite"`` -> methods; ``tsam`` alone is the model's default preset.
 
-    A T-SAM method may override fields of its preset in brackets, separated by ``;``:
-    ``tsam:mini[alpha=5;gamma=2]``, ``tsam[update_steps=0-9;refinement_steps=0+10]`` (a sweep).
+    A method may override fields of its preset in brackets, separated by ``;``:
+    ``tsam:mini[alpha=5;gamma=2]``, ``tsam[update_steps=0-9;refinement_steps=0+10]`` (a sweep),
+    ``attend-excite[alpha=10;thresholds=0.05+0.5+0.8]``.
     """
     methods = []
     for name in _split_methods(spec):
-        m = re.fullmatch(r"(tsam(?::([\w.-]+))?)(?:\[(.*)\])?", name)
+        m = re.fullmatch(r"([\w-]+)(?::([\w.-]+))?(?:\[(.*)\])?", name)
         if name == "vanilla":
             methods.append(Method(name, None))
-        elif m and (m.group(2) is None or m.group(2) in PRESETS):
-            overrides = _parse_overrides(name, m.group(3) or "")
-            if m.group(2) is None and not overrides:
+            continue
+        if not m or m.group(1) not in METHODS or (m.group(2) is not None and m.group(2) not in METHODS[m.group(1)].presets):
+            raise ValueError(f"unknown method {name!r}; valid methods: vanilla, {', '.join(method_names())} "
+                             "(each optionally with [KEY=VALUE;...] overrides)")
+        cls, preset = METHODS[m.group(1)], m.group(2) or METHODS[m.group(1)].default_preset
+        overrides = _parse_overrides(name, cls, m.group(3) or "")
+        try:
+            if preset is None and not overrides:
                 methods.append(Method(name, DEFAULT))
+            elif preset is None:
+                cls(**overrides)  # bad values fail here, not after the model loads
+                methods.append(Method(name, DEFAULT + ":" + json.dumps(overrides)))
             else:
-                try:
-                    TSAMConfig(**overrides)  # bad values fail here, not after the model loads
-                    methods.append(Method(name, TSAMConfig.preset(m.group(2), **overrides) if m.group(2)
-                                          else DEFAULT + ":" + json.dumps(overrides)))
-                except ValueError as e:
-                    raise ValueError(f"method {name!r}: {e}") from None
-        else:
-            raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(method_names())} "
-                             "(each T-SAM one optionally with [KEY=VALUE;...] overrides)")
+                methods.append(Method(name, cls.preset(preset, **overrides)))
+        except ValueError as e:
+            raise ValueError(f"method {name!r}: {e}") from None
     if not methods:
-        raise ValueError(f"no method given; valid methods: {', '.join(method_names())}")
+        raise ValueError(f"no method given; valid methods: vanilla, {', '.join(method_names())}")
     if len({m.name for m in methods}) != len(methods):
         raise ValueError(f"a method is named twice in {spec!r}")
     return methods
+
+
+def check_tokens(prompts: list[Prompt], methods: list[Method]) -> None:
+    """A method that needs object words can only run on prompts they can be read from (``subjects``)."""
+    needing = [m.name for m in methods if m.needs_tokens]
+    if not needing:
+        return
+    missing = [p for p in prompts if token_groups(p) is None]
+    if missing:
+        raise BenchError(f"{', '.join(needing)} needs each prompt's object words, which cannot be read from {len(missing)} "
+                         f"of the {len(prompts)} prompts (e.g. {missing[0].id}: {missing[0].text!r}); run it on prompts that "
+                         "list their objects (shapes-*, ae-*, cc500, geneval's object prompts) or select such prompts")
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -244,6 +271,7 @@ def run_benchmark(
         raise BenchError("the selection is empty: no prompts to generate")
     if batch_size < 1:
         raise BenchError(f"--batch-size must be >= 1, got {batch_size}")
+    check_tokens(prompts, methods)
     cpu_threads = Threads(threads)
     out = Path(out)
     with _run_dir_errors(out):
@@ -260,7 +288,7 @@ def run_benchmark(
     def load() -> Any:
         return TSAMPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype)).to(device)
 
-    if any(isinstance(m.tsam, str) for m in methods):  # the model's own preset: load it now
+    if any(isinstance(m.guidance, str) for m in methods):  # the model's own preset: load it now
         pipeline = pipeline or load()
         methods = [m.resolve(pipeline.adapter.default_preset) for m in methods]
     with _run_dir_errors(out):
@@ -291,7 +319,8 @@ def run_benchmark(
             t0 = time.perf_counter()
             job = chunk[0]
             result = pipeline(
-                job.prompt.text, tsam=job.method.tsam, **sampling, height=height, width=width, num_images_per_prompt=len(chunk),
+                job.prompt.text, method=job.method.guidance, tokens=token_groups(job.prompt) if job.method.uses_tokens else None,
+                **sampling, height=height, width=width, num_images_per_prompt=len(chunk),
                 generator=[torch.Generator("cpu").manual_seed(j.seed) for j in chunk],
             )
             seconds = (time.perf_counter() - t0) / len(chunk)

@@ -40,8 +40,9 @@ def add_mini_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     arch = t.add_argument_group("recipe and architecture (default: the bundled model's, recipe "
                                 f"{DEFAULT_RECIPE}; each option below overrides the recipe)")
     arch.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
-                      help=f"v1: the bundled model ({describe(RECIPES['v1'])}); grounded: the ablations' choice, whose "
-                           f"maps localise but whose images are worse ({describe(RECIPES['grounded'])}) (default: %(default)s)")
+                      help=f"v2: the bundled model ({describe(RECIPES['v2'])}); v1: the first bundled model, whose maps "
+                           f"are nearly uniform ({describe(RECIPES['v1'])}); grounded: the ablations' choice, whose maps "
+                           f"localise but whose images are worse ({describe(RECIPES['grounded'])}) (default: %(default)s)")
     arch.add_argument("--context", default=None, choices=SOURCES,
                       help="what the cross-attention reads of the text encoder: its last layer (every token carries the "
                            "whole caption), its input embeddings (each token only itself) or layer K")
