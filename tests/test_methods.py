@@ -140,3 +140,12 @@ def test_step_sizes_span_all_timesteps(tsam_pipe):
     assert len(tsam_pipe.pipe.scheduler.timesteps) == 5
     want = [10.0 * math.sqrt(1.0 - 0.5 * k / 4) for k in range(4)]  # linspace(1, 0.5, 5)[:4]
     assert [u.step_size for u in d.updates] == pytest.approx(want, rel=1e-12)
+
+
+def test_bench_refuses_syngen_without_a_parser_before_any_work():
+    """SynGen takes the objects of templated prompts; for the others it needs spaCy's parser model,
+    which is not installed here: the run is refused at once, saying how to install it."""
+    listed = Prompt("s:1", "a red circle and a blue square", "s", {"spec": [["circle", "red"], ["square", "blue"]]})
+    check_tokens([listed], parse_methods("syngen"))
+    with pytest.raises(BenchError, match="do not list their objects .* python -m spacy download en_core_web_sm"):
+        check_tokens([listed, Prompt("t:1", "a surfer walks on a beach at dawn", "t")], parse_methods("syngen"))

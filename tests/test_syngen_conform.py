@@ -114,6 +114,8 @@ def test_syngen_on_tiny_sd_with_groups_and_batch(tsam_pipe):
     both = tsam_pipe([PROMPT, "a cat with a red hat"], method=cfg, tokens=["black car|white clock", "cat|red hat"],
                      generator=[gen(0), gen(1)], **kw)
     torch.testing.assert_close(both.images[:1], out.images, rtol=1e-3, atol=1e-4)
+    short = tsam_pipe("a cat with a red hat", method=cfg, tokens="cat|red hat", generator=gen(1), **kw)
+    torch.testing.assert_close(both.images[1:], short.images, rtol=1e-3, atol=1e-4)  # the shorter prompt, padded
     lone = tsam_pipe("a cat with a hat", method=cfg, tokens="cat,hat", generator=gen(1), **kw).diagnostics
     assert lone.updates == [] and "nothing to bind" in lone.notes[-1]  # no modifier: SynGen has no loss
     with pytest.raises(RuntimeError, match="python -m spacy download"):

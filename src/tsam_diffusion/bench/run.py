@@ -157,15 +157,23 @@ def parse_methods(spec: str) -> list[Method]:
 
 
 def check_tokens(prompts: list[Prompt], methods: list[Method]) -> None:
-    """A method that needs object words can only run on prompts they can be read from (``subjects``)."""
-    needing = [m.name for m in methods if m.needs_tokens]
-    if not needing:
-        return
+    """A method that needs object words can only run on prompts they can be read from (``subjects``);
+    one that reads them when it can (SynGen) must be able to do without (its parser) on the others."""
     missing = [p for p in prompts if token_groups(p) is None]
-    if missing:
+    if not missing:
+        return
+    needing = [m.name for m in methods if m.needs_tokens]
+    if needing:
         raise BenchError(f"{', '.join(needing)} needs each prompt's object words, which cannot be read from {len(missing)} "
                          f"of the {len(prompts)} prompts (e.g. {missing[0].id}: {missing[0].text!r}); run it on prompts that "
                          "list their objects (shapes-*, ae-*, cc500, geneval's object prompts) or select such prompts")
+    for m in methods:
+        if m.uses_tokens:
+            try:
+                m.guidance.check_without_tokens()
+            except (RuntimeError, ValueError) as e:
+                raise BenchError(f"{m.name}: {len(missing)} of the {len(prompts)} prompts do not list their objects "
+                                 f"(e.g. {missing[0].text!r}), and {e}") from None
 
 
 def parse_seeds(spec: str) -> list[int]:

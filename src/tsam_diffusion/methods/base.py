@@ -173,6 +173,12 @@ class GuidanceConfig:
         """Whether the method reads ``tokens=`` when given (SynGen: instead of parsing the prompt)."""
         return self.needs_tokens
 
+    def check_without_tokens(self) -> None:
+        """Raise (saying what to install) if the method cannot run on a prompt given no ``tokens``;
+        called before long runs, so that they fail at once rather than after loading a model."""
+        if self.needs_tokens:
+            raise ValueError(f"{self.method} needs the prompt's object words (tokens=)")
+
     def schedule(self, num_inference_steps: int) -> list[int]:
         """Number of updates (at most) at each of ``num_inference_steps`` denoising steps."""
         n = num_inference_steps

@@ -164,6 +164,9 @@ class SynGenConfig(GuidanceConfig):
     def uses_tokens(self) -> bool:
         return True
 
+    def check_without_tokens(self) -> None:
+        load_parser(self.parser)  # without groups, the prompt is parsed
+
     def objective(self, adapter, prompts, prompt_index, tokens, diagnostics) -> "SynGenObjective":
         return SynGenObjective(self, adapter, prompts, prompt_index, tokens, diagnostics)
 
@@ -208,13 +211,14 @@ class SynGenObjective:
                               + "+".join(text.tokens[t] for t in s[-1]) for s in per_prompt[-1])
             diagnostics.notes.append(f"syngen pairs of prompt {p}: {pairs or 'none (nothing to bind: no update)'}")
         n = self.tokens.keep.shape[1]
-        coefs = [coefficients(s, n) for s in per_prompt]
+        coefs = [coefficients(s, len(text.tokens)) for s, text in zip(per_prompt, texts)]  # U_S: the prompt's own tokens
         W = max(1, max(c[0].shape[0] for c in coefs))
         words = torch.zeros(len(coefs), W, n, dtype=torch.bool)
         positive, negative = torch.zeros(len(coefs), W, W), torch.zeros(len(coefs), W, n)
         for p, (w, pos, neg) in enumerate(coefs):
             k = w.shape[0]
-            words[p, :k], positive[p, :k, :k], negative[p, :k] = w, pos, neg
+            m = w.shape[1]
+            words[p, :k, :m], positive[p, :k, :k], negative[p, :k, :m] = w, pos, neg
         idx = torch.as_tensor(prompt_index)
         self.words, self.positive, self.negative = words[idx].to(device), positive[idx].to(device), negative[idx].to(device)
         self.active = self.positive.flatten(1).sum(1) > 0
