@@ -34,9 +34,10 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     src.add_argument("--suite", action="append", metavar="NAME", help="a suite (repeatable); see `tsam bench suites`")
     src.add_argument("--prompts", type=Path, metavar="FILE", help="your own prompts: .txt (one a line), .jsonl or .csv")
     r.add_argument("--methods", default="vanilla,tsam", help="comma-separated: vanilla, tsam (the model's own preset), "
-                   "tsam:PRESET, and the baselines attend-excite (object words read from each prompt: shapes-*, "
-                   "ae-*, cc500, geneval's object prompts), each optionally with overrides, e.g. "
-                   "'tsam[alpha=5;gamma=2]', 'attend-excite[alpha=10]' (default: %(default)s)")
+                   "tsam:PRESET, and the paper's baselines attend-excite, syngen and conform (object words read "
+                   "from each prompt: shapes-*, ae-*, cc500, geneval's object prompts; syngen parses the others with "
+                   "spaCy), each optionally with overrides, e.g. 'tsam[alpha=5;gamma=2]', 'attend-excite[alpha=10]' "
+                   "(default: %(default)s)")
     r.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_PATH", help="hub id or local folder (default: %(default)s)")
     r.add_argument("--seeds", default="0", metavar="SPEC", help="seeds: N, N-M or a comma-separated list (default: %(default)s)")
     r.add_argument("--limit", type=int, default=None, metavar="N",
