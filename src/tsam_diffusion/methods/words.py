@@ -58,14 +58,20 @@ def _norm(piece: str) -> str:
     return piece.replace("</w>", "").lstrip("▁Ġ").removeprefix("##").lower()
 
 
+def _find_run(want: list[str], have: list[str], start: int = 0, taken: set[int] = frozenset()) -> list[int]:
+    """Indices of the first run of ``want`` in ``have`` from ``start`` that avoids ``taken``; [] if none."""
+    for i in range(start, len(have) - len(want) + 1):
+        span = list(range(i, i + len(want)))
+        if want and have[i: i + len(want)] == want and not taken.intersection(span):
+            return span
+    return []
+
+
 def locate(word: str, pieces: list[str], tokens: list[str], taken: set[int], prompt: str) -> list[int]:
     """Content-token indices of ``word`` (tokenized as ``pieces``) in ``tokens``: the first run not in ``taken``."""
-    want = [p for p in (_norm(x) for x in pieces) if p]
-    have = [_norm(t) for t in tokens]
-    for start in range(len(have) - len(want) + 1):
-        span = list(range(start, start + len(want)))
-        if want and have[start: start + len(want)] == want and not taken.intersection(span):
-            return span
+    span = _find_run([p for p in (_norm(x) for x in pieces) if p], [_norm(t) for t in tokens], taken=taken)
+    if span:
+        return span
     raise ValueError(f"the word {word!r} is not in the prompt {prompt!r} as its text encoder reads it "
                      f"(tokens: {' '.join(tokens)}); name words that appear in the prompt")
 
@@ -91,12 +97,7 @@ def align_words(words: list[str], word_pieces: Any, tokens: list[str]) -> list[l
     have = [_norm(t) for t in tokens]
     out, cursor = [], 0
     for word in words:
-        want = [p for p in (_norm(x) for x in word_pieces(word)) if p]
-        span: list[int] = []
-        for start in range(cursor, len(have) - len(want) + 1):
-            if want and have[start: start + len(want)] == want:
-                span = list(range(start, start + len(want)))
-                cursor = start + len(want)
-                break
+        span = _find_run([p for p in (_norm(x) for x in word_pieces(word)) if p], have, cursor)
+        cursor = span[-1] + 1 if span else cursor
         out.append(span)
     return out
