@@ -1,15 +1,14 @@
-"""Speed of T-SAM against plain sampling, with Stable Diffusion 1.5's exact block layout.
+"""Speed of T-SAM against plain sampling, with a real model's exact block layout (SD 1.5, PixArt-alpha, SDXL).
 
-Builds, from configs with random weights, SD 1.5's UNet (layers per block, attention layout,
-cross-attention dim 768; channels divided by ``--width-scale``), its CLIP text encoder (full size)
-with the real tokenizer, a VAE and the PNDM scheduler, and times, from one run, at the same prompt
-and seed:
+Builds, from configs with random weights, the layout named by ``--layout`` (``speed_layouts.py``:
+SD 1.5 by default; channels divided by ``--width-scale``) and times, from one run, at the same
+prompt and seed:
 
-- ``reference``: diffusers' own ``StableDiffusionPipeline``;
+- ``reference``: diffusers' own pipeline (``StableDiffusionPipeline``, ``PixArtAlphaPipeline``, ...);
 - ``none``: ``TSAMPipeline`` with ``tsam=None``;
-- the presets ``sd-tifa`` and ``sd-ae``, and ``sd-tifa+ckpt`` (gradient checkpointing);
+- T-SAM presets by name (``sd-tifa``, ``sd-ae``, ``pixart``, ``sdxl``), and ``NAME+ckpt`` (gradient checkpointing);
 - with ``--methods``, the baselines ``attend-excite``, ``syngen`` and ``conform`` (objects "car", "clock";
-  groups "black car|white clock"), and ``diffusers-ae``: diffusers' own
+  groups "black car|white clock"), and on SD 1.5 ``diffusers-ae``: diffusers' own
   ``StableDiffusionAttendAndExcitePipeline`` with the same settings, for the ratio to ``attend-excite``.
 
 For each: the median wall time over ``--reps``, the ratio to the reference, denoiser passes by kind,
@@ -20,6 +19,8 @@ processors). Also the time of ``similarity_matrix`` + ``tsam_loss`` forward and 
     python benchmarks/speed.py                                  # CPU: --width-scale 10
     python benchmarks/speed.py --device cuda --dtype float16    # GPU: full width
     python benchmarks/speed.py --methods reference,attend-excite,diffusers-ae,syngen,conform   # the baselines
+    python benchmarks/speed.py --layout pixart-alpha            # PixArt-XL-2-512x512's layout
+    python benchmarks/speed.py --layout sdxl --width-scale 8    # SDXL's, 1024px
 
 A script that prints figures (and ``--json`` writes them); it asserts nothing about time.
 """
@@ -37,11 +38,10 @@ from typing import Any, Callable
 
 import torch
 
+from speed_layouts import LAYOUTS
 from tsam_diffusion import TSAMConfig, TSAMPipeline
-from tsam_diffusion.adapters import StableDiffusionAdapter
 from tsam_diffusion.functional import similarity_matrix, text_attention_matrix, tsam_loss
 from tsam_diffusion.guidance import select_layers
-from tsam_diffusion.tiny import clip_tokenizer
 
 PROMPT = "a black car and a white clock"
 BASELINES = {"attend-excite": "car,clock", "syngen": "black car|white clock", "conform": "black car|white clock"}
@@ -60,45 +60,6 @@ def diffusers_ae(pipe):
                                                     requires_safety_checker=False)
     ae.set_progress_bar_config(disable=True)
     return ae
-
-
-def build_sd15(width_scale: int, device: str, dtype: torch.dtype, seed: int = 0):
-    """SD 1.5's pipeline layout with random weights; UNet and VAE channels divided by ``width_scale``."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    def vae_ch(c: int) -> int:
-        return max(32, -(-c // width_scale // 32) * 32)  # a multiple of the 32 norm groups
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=tuple(c // width_scale for c in (320, 640, 1280, 1280)),
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=tuple(vae_ch(c) for c in (128, 256, 512, 512)),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-        )
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-                                            projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
-                              skip_prk_steps=True, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text.eval(), tokenizer=clip_tokenizer(), unet=unet.eval(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.to(device, dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def sync(device: str) -> None:
@@ -204,28 +165,32 @@ def forward_backward_to_last_read(forward: Callable[[torch.Tensor], Any], read: 
         torch.autograd.grad(sum(o.float().square().mean() for o in outputs), x)
 
 
-def floor_pieces(pipe, device: str, reps: int, size: int) -> dict[str, float]:
-    """Times of the pieces of the analytic floor, with diffusers' own (SDPA) processors."""
-    unet, dtype = pipe.unet, pipe.unet.dtype
-    ids = pipe.tokenizer([PROMPT], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device)
-    with torch.no_grad():
-        emb = pipe.text_encoder(ids)[0]
-    z = torch.randn(1, 4, size // 8, size // 8, device=device, dtype=dtype)
-    t = torch.tensor(981, device=device)
-    unet.requires_grad_(False)
-    read = [layer.module for layer in select_layers(StableDiffusionAdapter(pipe).cross_attention_layers(size, size), TSAMConfig())]
+def floor_pieces(tsam: TSAMPipeline, device: str, reps: int, size: int, call: dict[str, Any]) -> dict[str, float]:
+    """Times of the pieces of the analytic floor, with diffusers' own (SDPA) processors: the adapter only
+    builds the denoiser's inputs (prompt embeddings, added conditions) as the pipeline does."""
+    adapter = tsam.adapter.configured(**call)
+    denoiser = adapter.denoiser
+    cfg_cond = adapter.encode_prompt([PROMPT], None, 1, 7.5)  # both branches: a sampling pass
+    cond = adapter.encode_prompt([PROMPT], None, 1, 1.0)  # the conditional branch: an update pass
+    h = w = size // tsam.pipe.vae_scale_factor
+    z = torch.randn(1, 4, h, w, device=device, dtype=denoiser.dtype)
+    tsam.pipe.scheduler.set_timesteps(50, device=device)
+    t = tsam.pipe.scheduler.timesteps[0]  # the first step: where updates happen (981 for SD 1.5's PNDM)
+    denoiser.requires_grad_(False)
+    preset = TSAMConfig.preset(adapter.default_preset)
+    read = [layer.module for layer in select_layers(adapter.cross_attention_layers(size, size), preset, adapter.default_layers)]
 
     def full_forward() -> None:
         with torch.no_grad():
-            unet(torch.cat([z] * 2), t, encoder_hidden_states=torch.cat([emb] * 2))
+            adapter.predict(z, t, cfg_cond, 7.5)
 
     def partial_fb() -> None:
-        forward_backward_to_last_read(lambda x: unet(x, t, encoder_hidden_states=emb), read, z)
+        forward_backward_to_last_read(lambda x: adapter.forward_cond(x, t, cond), read, z)
 
     def full_fb() -> None:
         x = z.clone().requires_grad_(True)
         with torch.enable_grad():
-            y = unet(x, t, encoder_hidden_states=emb)[0]
+            y = adapter.predict(x, t, cond, 1.0)
             torch.autograd.grad(y.float().square().mean(), x)
 
     med = lambda f: statistics.median(timed(f, reps, device))  # noqa: E731
@@ -249,11 +214,12 @@ def loss_timing(device: str, reps: int = 50) -> dict[str, float]:
     return out
 
 
-def update_cost(tsam: TSAMPipeline, device: str, size: int, n: int = 20, profile: bool = False) -> dict[str, float]:
+def update_cost(tsam: TSAMPipeline, device: str, size: int, n: int = 20, profile: bool = False,
+                extra: dict[str, Any] | None = None) -> dict[str, float]:
     """Wall time of one T-SAM update at batch 1, isolated: (one step with n refinement updates - one
     step with none) / n; optionally a torch.profiler table of those n updates."""
-    cfg = TSAMConfig.preset("sd-ae", update_steps=(), refinement_steps=(0,), refinement_iterations=n)
-    call = dict(num_inference_steps=1, height=size, width=size, output_type="latent")
+    cfg = TSAMConfig.preset(tsam.adapter.default_preset, update_steps=(), refinement_steps=(0,), refinement_iterations=n)
+    call = dict(num_inference_steps=2, height=size, width=size, output_type="latent", **(extra or {}))
     gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
     with_updates = lambda: tsam(PROMPT, tsam=cfg, generator=gen(), **call)  # noqa: E731
     without = lambda: tsam(PROMPT, tsam=None, generator=gen(), **call)  # noqa: E731
@@ -291,26 +257,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--width-scale", type=int, default=None, help="divide UNet/VAE channels (default 10 on CPU, 1 on GPU)")
+    p.add_argument("--layout", default="sd15", choices=sorted(LAYOUTS), help="the model layout (default: sd15)")
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--size", type=int, default=None, help="image size (default: the layout's: 512, SDXL 1024)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--methods", default="reference,none,sd-tifa,sd-ae,sd-tifa+ckpt")
+    p.add_argument("--methods", default=None, help="comma-separated (default: the layout's reference, none, preset, preset+ckpt)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of 20 isolated updates")
     args = p.parse_args(argv)
     device, dtype = args.device, getattr(torch, args.dtype)
     ws = args.width_scale or (1 if device.startswith("cuda") else 10)
 
-    pipe = build_sd15(ws, device, dtype)
+    layout = LAYOUTS[args.layout]
+    args.size = args.size or layout["size"]
+    methods = (args.methods or layout["methods"]).split(",")
+    if "diffusers-ae" in methods and args.layout != "sd15":
+        p.error("diffusers-ae is diffusers' Stable Diffusion pipeline: use it with --layout sd15")
+    pipe = layout["build"](ws, device, dtype)
     tsam = TSAMPipeline(pipe)
     gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
+
     def runs_for(steps: int) -> dict[str, Callable[[], Any]]:
-        call = dict(num_inference_steps=steps, height=args.size, width=args.size, output_type="pil")
+        call = dict(num_inference_steps=steps, height=args.size, width=args.size, output_type="pil", **layout["call"])
         runs: dict[str, Callable[[], Any]] = {
             "reference": lambda: pipe(PROMPT, generator=gen(), **call),
             "none": lambda: tsam(PROMPT, tsam=None, generator=gen(), **call),
         }
-        for name in ("sd-tifa", "sd-ae"):
+        for name in TSAMConfig.presets:
             runs[name] = lambda name=name: tsam(PROMPT, tsam=TSAMConfig.preset(name), generator=gen(), **call)
             runs[name + "+ckpt"] = lambda name=name: tsam(PROMPT, tsam=TSAMConfig.preset(name, checkpointing=True), generator=gen(), **call)
         for name, tokens in BASELINES.items():
@@ -319,15 +292,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return runs
 
     runs, warmups = runs_for(args.steps), runs_for(2)
-    print(f"machine: {machine(device)}\nlayout: SD 1.5, channels / {ws}, {args.size}px, {args.steps} steps, {args.dtype}, reps {args.reps}")
-    pieces = floor_pieces(pipe, device, max(3, args.reps), args.size)
+    unknown = [m for m in methods if m not in runs]
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
+    print(f"machine: {machine(device)}\nlayout: {args.layout}, channels / {ws}, {args.size}px, {args.steps} steps, {args.dtype}, "
+          f"reps {args.reps}")
+    pieces = floor_pieces(tsam, device, max(3, args.reps), args.size, layout["call"])
     print("pieces (s): " + ", ".join(f"{k} {v:.4f}" for k, v in pieces.items()))
     results: dict[str, dict[str, Any]] = {}
-    methods = args.methods.split(",")
     for name in methods:
         warmups[name]()  # a 2-step run of each method: kernels, caches, allocator
     for name in methods:
-        counter = PassCounter(pipe.unet)
+        counter = PassCounter(tsam.adapter.denoiser)
         with PeakMemory(device) as mem:
             times = timed(runs[name], args.reps, device, warmup=0)
         counter.handle.remove()
@@ -349,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nattend-excite vs diffusers' StableDiffusionAttendAndExcitePipeline, same settings: {theirs['median_s']:.2f} s / "
               f"{ours['median_s']:.2f} s = {theirs['median_s'] / ours['median_s']:.2f}x faster "
               f"(denoiser passes with grad: {ours['update_passes']} here, {theirs['update_passes']} there)")
-    iso = update_cost(tsam, device, args.size, profile=args.profile)
+    iso = update_cost(tsam, device, args.size, profile=args.profile, extra=layout["call"])
     print(f"\none update at batch 1, isolated: {iso['per_update_ms']:.1f} ms "
           f"(floor piece: partial forward + latent backward {pieces['partial_fwd_bwd_b1'] * 1000:.1f} ms)")
     losses = loss_timing(device)

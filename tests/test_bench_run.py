@@ -286,3 +286,18 @@ def test_opening_checks_the_database_and_leaves_foreign_files_alone(tmp_path):
     with pytest.raises(BenchError, match="no benchmark run"):
         RunDB(tmp_path / "c", create=False)
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("model, preset", [("tiny-pixart", "pixart"), ("tiny-sdxl", "sdxl")])
+def test_bench_run_on_other_families(prompts, tmp_path, model, preset):
+    """tsam bench run on PixArt and SDXL: the family's preset and defaults, baselines with object words."""
+    from tsam_diffusion.bench.suites import load_suite
+
+    out = tmp_path / "run"
+    ae = load_suite("ae-objects")[:1]
+    counts = run_benchmark(ae, parse_methods("vanilla,tsam,attend-excite[refinement_steps=;thresholds=]"), [0], out,
+                           model=model, num_inference_steps=2, progress=False)
+    assert counts == {"planned": 3, "done_before": 0, "made": 3}
+    rows = {r["method"]: r for r in RunDB(out).images()}
+    assert rows["tsam"]["config"]["tsam"]["name"] == preset and rows["tsam"]["updates"] >= 1
+    assert rows["attend-excite[refinement_steps=;thresholds=]"]["updates"] >= 1 and rows["vanilla"]["model"] == model

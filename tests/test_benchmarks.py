@@ -84,3 +84,16 @@ def test_speed_mini_benchmark_runs_and_reports(tmp_path):
     assert rows["none"]["sampling_passes"] == rows["mini"]["sampling_passes"] == 25
     assert rows["mini"]["floor_s"] == speed_mini.floor_seconds(rows["reference"]["median_s"], 13, report["batches"][1]["partial_fwd_bwd_s"])
     assert report["main_command_s"] > 0 and (tmp_path / "m.json").exists()
+
+
+def test_text_binding_measures_each_text_attention_choice():
+    """SDXL's three ways to compute T are each measured; on the real MiniLM (tsam-mini) bound pairs get
+    more of T than unbound ones, as the paper's section 3 says of CLIP and T5."""
+    import text_binding
+
+    mini = text_binding.main(["--model", "tsam-mini", "--limit", "40"])["variants"]["T"]
+    assert mini["prompts"] >= 30 and mini["ratio"][1] > 1.0 and mini["bound_wins"][0] > 0.5
+    xl = text_binding.main(["--model", "tiny-sdxl", "--limit", "5"])
+    assert set(xl["variants"]) == {"both", "first", "second"} and xl["variants"]["both"]["prompts"] == 5
+    s = text_binding.summary([{"bound": 2.0, "unbound": 1.0}, {"bound": 1.0, "unbound": 2.0}], resamples=50)
+    assert s["bound"][0] == s["unbound"][0] == 1.5 and s["ratio"][0] == 1.0 and s["bound_wins"][0] == 0.5

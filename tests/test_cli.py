@@ -186,3 +186,16 @@ def test_import_prints_nothing():
     code = "import tsam_diffusion.pipeline, tsam_diffusion.bench.metrics, tsam_diffusion.mini.model"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
+
+
+@pytest.mark.parametrize("model, preset, size", [("tiny-pixart", "pixart", 256), ("tiny-sdxl", "sdxl", 128)])
+def test_generate_on_other_families(tmp_path, capsys, model, preset, size):
+    """The adapter comes from the loaded pipeline's class; the family's preset, --compare and --save-maps work."""
+    assert main(["generate", PROMPT, "--model", model, "--steps", "2", "--compare", "--save-maps", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count(tsam_diffusion.tiny.TINY_NOTE) == 1
+    summary = json.loads(one(tmp_path, f"{SLUG}-*_seed0_diagnostics.json").read_text())
+    assert summary["model"] == model and summary["config"]["name"] == preset and summary["updates"] >= 1
+    assert summary["height"] == summary["width"] == size
+    for kind in ("tsam", "baseline", "compare", "T", "S_first", "maps_first"):
+        assert one(tmp_path, f"{SLUG}-*_seed0_{kind}.png").is_file()

@@ -82,6 +82,28 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "and not taken.intersection(span)", "and True", "tests/test_methods.py::test_locate_on_clip_tokens"),
     ("skip-allowed-under-ci", "tests/conftest.py", "report.outcome = \"failed\"", "report.outcome = \"skipped\"",
      "tests/test_ci_rules.py"),
+    # PixArt and SDXL (issue 12)
+    ("pixart-not-bidirectional", "src/tsam_diffusion/adapters/pixart.py", "bidirectional = True  #", "bidirectional = False  #",
+     "tests/test_pixart.py::test_text_attention_is_t5_over_real_tokens"),
+    ("pixart-keeps-eos", "src/tsam_diffusion/adapters/pixart.py", "end = n - 1 if ids[n - 1] == tok.eos_token_id else n",
+     "end = n", "tests/test_pixart.py::test_text_attention_is_t5_over_real_tokens"),
+    ("pixart-no-learned-sigma", "src/tsam_diffusion/adapters/pixart.py", "            noise_pred = noise_pred.chunk(2, dim=1)[0]",
+     "            noise_pred = noise_pred[:, :4] * 1.0001", "tests/test_pixart.py::test_no_guidance_is_bitwise_diffusers"),
+    ("pixart-no-binning-resize", "src/tsam_diffusion/adapters/pixart.py", "                image = pipe.image_processor.resize_and_crop_tensor(image, size[1], size[0])",
+     "                pass", "tests/test_pixart.py::test_no_guidance_is_bitwise_diffusers"),
+    ("pixart-default-layers", "src/tsam_diffusion/adapters/pixart.py", "default_layers = tuple(range(10, 19))",
+     "default_layers = tuple(range(10, 20))", "tests/test_pixart.py::test_reads_blocks_10_to_18_and_stops_after_block_18"),
+    ("pixart-uncond-mask-in-update", "src/tsam_diffusion/adapters/pixart.py", 'self._transformer(latents, t, cond.cond, cond.extra["cond_mask"])',
+     'self._transformer(latents, t, cond.cond, torch.ones_like(cond.extra["cond_mask"]))', "tests/test_pixart.py::test_maps_use_the_prompt_mask"),
+    ("sdxl-one-encoder", "src/tsam_diffusion/adapters/sdxl.py", "for enc_texts in per_encoder])[:, None]",
+     "for enc_texts in per_encoder[:1]])[:, None]", "tests/test_sdxl.py::test_t_is_the_mean_of_both_encoders"),
+    ("sdxl-uncond-pooled-in-update", "src/tsam_diffusion/adapters/sdxl.py", 'cond.extra["pooled"], self._time_ids(latents, cond.cond.dtype, latents.shape[0]), cond)',
+     'torch.zeros_like(cond.extra["pooled"]), self._time_ids(latents, cond.cond.dtype, latents.shape[0]), cond)',
+     "tests/test_sdxl.py::test_update_pass_gets_the_added_conditions_and_stops_after_the_32x32_layers"),
+    ("sdxl-no-rescale", "src/tsam_diffusion/adapters/sdxl.py", 'if self.options["guidance_rescale"] > 0.0:', "if False:",
+     "tests/test_sdxl.py::test_no_guidance_is_bitwise_diffusers"),
+    ("layer-index-off-by-one", "src/tsam_diffusion/guidance.py", "by_name[n] if isinstance(n, str) else layers[n]",
+     "by_name[n] if isinstance(n, str) else layers[n - 1]", "tests/test_pixart.py::test_layers_by_block_index_and_bad_index"),
 ]
 
 

@@ -24,9 +24,10 @@ SLUG_MAX = 60
 _MODEL_HELP = (
     "hub id or local folder of a diffusers text-to-image pipeline (default: %(default)s). "
     "tsam-mini is the bundled model: trained on ShapesWorld (coloured circles, squares, triangles "
-    "and crosses, 32x32), it runs offline on a CPU in seconds. tiny-sd is a built-in random, "
-    "untrained Stable Diffusion for smoke tests. For real use pass e.g. "
-    "stable-diffusion-v1-5/stable-diffusion-v1-5 or a folder written by save_pretrained; without "
+    "and crosses, 32x32), it runs offline on a CPU in seconds. tiny-sd, tiny-pixart and "
+    "tiny-pixart-sigma are built-in random, untrained pipelines for smoke tests. For real use pass e.g. "
+    "stable-diffusion-v1-5/stable-diffusion-v1-5, PixArt-alpha/PixArt-XL-2-512x512 or a folder written by "
+    "save_pretrained; without "
     "network access the weights must already be present locally (Hugging Face cache or a local folder)."
 )
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the paper's baselines: attend-excite (needs --tokens), conform (needs --token-groups), "
                         "syngen (parses the prompt with spaCy, or takes --token-groups)")
     g.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, mini for tsam-mini); "
+                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, pixart for PixArt, mini for "
+                        "tsam-mini); "
                         "same as --method tsam:PRESET")
     g.add_argument("--alpha", type=float, default=None, metavar="A", help="override the method's step size alpha")
     g.add_argument("--gamma", type=float, default=None, metavar="G", help="override T-SAM's exponent gamma")
@@ -166,7 +168,7 @@ def generate(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)  # an unusable folder fails before the model loads
-    is_tiny = args.model == "tiny-sd"
+    is_tiny = args.model.startswith("tiny-")  # the built-in random models
     if is_tiny:
         print(TINY_NOTE, file=sys.stderr)
     pipe = TSAMPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device)
@@ -224,7 +226,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _label(config: Any) -> str:
-    """``T-SAM (mini, alpha=3, gamma=2)``, ``attend-excite (ae, alpha=20)``: the panel caption of a method."""
+    """``T-SAM (mini, alpha=10, gamma=4)``, ``attend-excite (ae, alpha=20)``: the panel caption of a method."""
     name = "T-SAM" if config.method == "tsam" else config.method
     gamma = f", gamma={_fmt(config.gamma)}" if config.method == "tsam" else ""
     return f"{name} ({config.name}, alpha={_fmt(config.alpha)}{gamma})"

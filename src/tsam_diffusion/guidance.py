@@ -20,19 +20,25 @@ from .diagnostics import Diagnostics, Skip, UpdateRecord
 from .methods.base import GuidanceConfig
 
 
-def select_layers(layers: list[CrossAttentionLayer], config: GuidanceConfig) -> list[CrossAttentionLayer]:
-    """The layers whose maps are averaged (eq. 6): ``config.layers`` by name, else those with ``M`` queries.
+def select_layers(layers: list[CrossAttentionLayer], config: GuidanceConfig,
+                  default: tuple[int, ...] | None = None) -> list[CrossAttentionLayer]:
+    """The layers whose maps are averaged (eq. 6): ``config.layers``, else the model family's
+    ``default`` (PixArt: blocks 10-18, appendix B.2), else those with ``M`` queries.
 
-    Without a layer of exactly ``M`` queries, the nearest resolution is used, with a warning.
+    A layer is named (``"up_blocks.1.attentions.0.transformer_blocks.0.attn2"``) or given by its
+    index among the denoiser's cross-attention layers (PixArt's block index). Without a layer of
+    exactly ``M`` queries, the nearest resolution is used, with a warning.
     """
     if not layers:
         raise ValueError("the denoiser has no cross-attention layers for guidance to read")
-    if config.layers is not None:
+    wanted = config.layers if config.layers is not None else default
+    if wanted is not None:
         by_name = {layer.name: layer for layer in layers}
-        unknown = [n for n in config.layers if n not in by_name]
+        unknown = [n for n in wanted if (n not in by_name if isinstance(n, str) else not 0 <= n < len(layers))]
         if unknown:
-            raise ValueError(f"unknown cross-attention layers {unknown}; available: {list(by_name)}")
-        chosen = [by_name[n] for n in config.layers]
+            raise ValueError(f"unknown cross-attention layers {unknown}; available: {list(by_name)} "
+                             f"(or their indices 0-{len(layers) - 1})")
+        chosen = [by_name[n] if isinstance(n, str) else layers[n] for n in wanted]
         if len({(layer.height, layer.width) for layer in chosen}) > 1:
             raise ValueError(f"{type(config).__name__}.layers must all have the same map size at this image size: "
                              + ", ".join(f"{layer.name} {layer.height}x{layer.width}" for layer in chosen))
@@ -66,7 +72,7 @@ class Guidance:
     ) -> None:
         self.adapter, self.config, self.diagnostics = adapter, config, diagnostics
         self.objective = config.objective(adapter, prompts, prompt_index, tokens, diagnostics)
-        layers = select_layers(adapter.cross_attention_layers(height, width), config)
+        layers = select_layers(adapter.cross_attention_layers(height, width), config, adapter.default_layers)
         self.map_size = (layers[0].height, layers[0].width)
         diagnostics.layers = [layer.name for layer in layers]
         diagnostics.map_size = self.map_size

@@ -13,6 +13,9 @@ __all__ = ["BUILTIN_MODELS", "PIPELINE_CLASSES", "ModelLoadError", "load_pipelin
 BUILTIN_MODELS: dict[str, Callable[..., Any]] = {
     "tsam-mini": lambda **kw: import_module("tsam_diffusion.mini.model").load_bundled(**kw),
     "tiny-sd": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_sd(**kw),
+    "tiny-sdxl": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_sdxl(**kw),
+    "tiny-pixart": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_pixart(**kw),
+    "tiny-pixart-sigma": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_pixart(sigma=True, **kw),
 }
 """Built-in pipelines that need no download (name -> builder, imported when used)."""
 

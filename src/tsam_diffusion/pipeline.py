@@ -81,6 +81,7 @@ class TSAMPipeline:
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
+        **options: Any,
     ) -> TSAMOutput:
         """Generate images with a guidance method, or none.
 
@@ -94,26 +95,33 @@ class TSAMPipeline:
 
         ``"default"``, and ``None`` for ``num_inference_steps`` and ``guidance_scale``, take the model
         family's own values (``adapter.default_preset`` etc.: 50 steps, scale 7.5 and ``sd-tifa`` for
-        Stable Diffusion; 25 steps, scale 4 and ``mini`` for tsam-mini).
+        Stable Diffusion; 50 steps, scale 4.5 and ``pixart`` for PixArt; 25 steps, scale 4 and ``mini``
+        for tsam-mini).
+
+        ``options`` are the family's own pipeline options (``adapter.call_options``), with the
+        diffusers pipeline's defaults: for PixArt ``use_resolution_binning``, ``clean_caption`` and
+        ``max_sequence_length``.
         """
         prompts = _check_prompts(prompt)
-        self.adapter.warn_unknown_tokens(prompts)
+        adapter = self.adapter.configured(**options)  # TypeError naming the options the family takes
+        adapter.warn_unknown_tokens(prompts)
         if not (isinstance(tsam, str) and tsam == "default"):
             if not (isinstance(method, str) and method == "default"):
                 raise TypeError("give method= or its earlier name tsam=, not both")
             method = tsam
         config = resolve_method(method, self.adapter.default_preset)
         token_groups = per_prompt(tokens, len(prompts))
-        num_inference_steps, guidance_scale = self.adapter.sampling_settings(num_inference_steps, guidance_scale)
+        num_inference_steps, guidance_scale = adapter.sampling_settings(num_inference_steps, guidance_scale)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        default_h, default_w = self.adapter.default_size()
-        height, width = height or default_h, width or default_w
-        if height % 8 or width % 8:
-            raise ValueError(f"height and width must be multiples of 8, got {height}x{width}")
-        adapter, scheduler = self.adapter, self.pipe.scheduler
+        default_h, default_w = adapter.default_size()
+        size = (height or default_h, width or default_w)  # what the caller gets
+        height, width = adapter.sampling_size(*size)  # what is sampled (PixArt: the nearest aspect-ratio bin)
+        if height % adapter.size_multiple or width % adapter.size_multiple:
+            raise ValueError(f"height and width must be multiples of {adapter.size_multiple} for this model, got {height}x{width}")
+        scheduler = self.pipe.scheduler
         prompt_index = [p for p in range(len(prompts)) for _ in range(num_images_per_prompt)]
         diagnostics = Diagnostics(prompts, [], [], prompt_index, config.to_dict() if config else None)
 
@@ -137,7 +145,8 @@ class TSAMPipeline:
         alphas = step_sizes(config.alpha, span, config.step_size_schedule) if guidance else []
 
         # 3. Denoising loop.
-        num_warmup_steps = len(timesteps) - num_inference_steps * order
+        num_warmup_steps = max(len(timesteps) - num_inference_steps * order, 0)
+        adapter.before_loop()
         step = -1
         with (guidance.recorder.install() if guidance else nullcontext()), _frozen(adapter.denoiser), \
                 _checkpointing(adapter.denoiser, bool(guidance and config.checkpointing)), \
@@ -148,13 +157,13 @@ class TSAMPipeline:
                     if guidance and step < num_inference_steps and plan[step]:  # PNDM: N + 1 iterations, the last never
                         latents = guidance.step(latents, t, cond, step, plan[step], alphas[step], num_inference_steps)
                 noise_pred = adapter.predict(latents, t, cond, guidance_scale)
-                latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                latents = adapter.scheduler_step(noise_pred, t, latents, extra_step_kwargs, num_inference_steps)
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
                     progress.update()
 
         if guidance:
             guidance.finish()
-        images = adapter.decode(latents, output_type, generator, cond)
+        images = adapter.decode(latents, output_type, generator, cond, size)
         return TSAMOutput(images=images, diagnostics=diagnostics.to("cpu"))
 
 

@@ -1,4 +1,4 @@
-"""``tiny-sd``: a tiny, randomly initialised Stable Diffusion pipeline that runs anywhere.
+"""``tiny-sd``, ``tiny-sdxl``, ``tiny-pixart``, ``tiny-pixart-sigma``: tiny, randomly initialised pipelines that run anywhere.
 
 Same classes as SD 1.5 (CLIPTextModel + the real CLIP tokenizer, UNet2DConditionModel,
 AutoencoderKL, PNDMScheduler with SD 1.5's settings) at about 3 million parameters, built
@@ -17,7 +17,8 @@ import torch
 
 
 CLIP_TOKENIZER_DIR = files("tsam_diffusion") / "data" / "clip_tokenizer"
-TINY_NOTE = "tiny-sd is a random, untrained model: its images are not meaningful"
+T5_TOKENIZER_DIR = files("tsam_diffusion") / "data" / "t5_tokenizer"
+TINY_NOTE = "tiny models are random and untrained: their images are not meaningful"
 
 
 def clip_tokenizer(pad_token: str = "<|endoftext|>"):
@@ -57,10 +58,7 @@ def build_tiny_sd(
             attention_head_dim=8,
             norm_num_groups=8,
         )
-        for name, module in unet.named_modules():  # sharper (non-uniform) cross-attention maps
-            if name.endswith("attn2"):
-                module.to_q.weight.data.mul_(4.0)
-                module.to_k.weight.data.mul_(4.0)
+        _sharpen_cross_attention(unet)
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
@@ -106,6 +104,96 @@ def build_tiny_sd(
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if torch_dtype is not None:
+        pipe.to(torch_dtype)
+    return pipe
+
+
+def t5_tokenizer():
+    """transformers' T5Tokenizer with a small sentencepiece unigram vocabulary (2,000 pieces, T5's special
+    tokens, trained on the bundled prompts by ``tools/make_t5_tokenizer.py``): T5's real one cannot be
+    downloaded here. It splits words as T5's does; its vocabulary is not T5's."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer.from_pretrained(str(T5_TOKENIZER_DIR))
+
+
+def _sharpen_cross_attention(model: torch.nn.Module, factor: float = 4.0) -> None:
+    """Scale the cross-attention query and key projections so that a random model's maps are not
+    uniform and guidance has a gradient to follow."""
+    for name, module in model.named_modules():
+        if name.endswith("attn2"):
+            module.to_q.weight.data.mul_(factor)
+            module.to_k.weight.data.mul_(factor)
+
+
+def build_tiny_pixart(*, seed: int = 0, sigma: bool = False, num_layers: int = 20, tokenizer: Any = None,
+                      torch_dtype: torch.dtype | None = None, **_: Any):
+    """A tiny PixArt-alpha (``sigma=True``: PixArt-Sigma) pipeline: T5EncoderModel (4 layers, v1.1's gated
+    GELU) with ``t5_tokenizer()``, PixArtTransformer2DModel (``num_layers`` blocks, 2 heads of 16, patch 2,
+    learned sigma), an 8x AutoencoderKL and PixArt's DPM-Solver++ scheduler. 256x256 images (32x32
+    latents, a 16x16 patch grid: M = 256, as SD 1.5's 16x16 maps). ``tokenizer``: another T5 tokenizer."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = tokenizer or t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = T5EncoderModel(T5Config(
+            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=4, num_heads=4,
+            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        transformer = PixArtTransformer2DModel(
+            num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=num_layers,
+            cross_attention_dim=32, caption_channels=32, sample_size=32, patch_size=2, norm_num_groups=8)
+        _sharpen_cross_attention(transformer)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8, layers_per_block=1, sample_size=256)
+    scheduler = DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
+                                            prediction_type="epsilon", solver_order=2, algorithm_type="dpmsolver++",
+                                            lower_order_final=True)
+    cls = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
+    pipe = cls(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(),
+               scheduler=scheduler)
+    if torch_dtype is not None:
+        pipe.to(torch_dtype)
+    return pipe
+
+
+def build_tiny_sdxl(*, seed: int = 0, torch_dtype: torch.dtype | None = None, **_: Any):
+    """A tiny SDXL pipeline: two CLIP text encoders (CLIPTextModel and CLIPTextModelWithProjection, the
+    real tokenizer, the second padding with ``!`` as SDXL's), a UNet with SDXL's block types and added
+    conditions (pooled text embedding, time ids), a 2x VAE, Euler discrete. 128x128 images: a 64x64
+    latent whose first level has no attention and whose cross-attention runs at 32x32 and 16x16 (SDXL at
+    1024px: none at 128x128, then 64x64 and 32x32), so the ``sdxl`` preset's M = 1024 reads the 32x32 layers."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def clip_config(hidden: int, pad: int) -> CLIPTextConfig:
+        return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3,
+                              num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
+                              bos_token_id=49406, eos_token_id=49407, pad_token_id=pad)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, block_out_channels=(16, 32, 64), layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 1, 2), attention_head_dim=(2, 4, 8), use_linear_projection=True,
+            cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=8)
+        _sharpen_cross_attention(unet)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
+                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                            layers_per_block=1, sample_size=128, force_upcast=True)
+        text_encoder = CLIPTextModel(clip_config(32, 49407))
+        text_encoder_2 = CLIPTextModelWithProjection(clip_config(32, 0))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), text_encoder_2=text_encoder_2.eval(),
+                                     tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(pad_token="!"), unet=unet.eval(),
+                                     scheduler=scheduler, add_watermarker=False)
     if torch_dtype is not None:
         pipe.to(torch_dtype)
     return pipe

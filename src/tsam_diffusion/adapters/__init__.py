@@ -5,9 +5,12 @@ from typing import Any
 
 from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
 from .mini import MiniAdapter
+from .pixart import PixArtAlphaAdapter, PixArtSigmaAdapter
+from .sdxl import StableDiffusionXLAdapter
 from .stable_diffusion import StableDiffusionAdapter
 
-ADAPTERS: list[type[ModelAdapter]] = [StableDiffusionAdapter, MiniAdapter]
+ADAPTERS: list[type[ModelAdapter]] = [StableDiffusionAdapter, StableDiffusionXLAdapter, PixArtSigmaAdapter, PixArtAlphaAdapter,
+                                      MiniAdapter]
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
@@ -19,4 +22,4 @@ def adapter_for(pipe: Any) -> ModelAdapter:
     raise TypeError(f"{type(pipe).__name__} is not supported by tsam_diffusion; supported pipelines: {supported}")
 
 
-__all__ = ["ADAPTERS", "MiniAdapter", "Conditioning", "CrossAttentionLayer", "ModelAdapter", "PromptText", "StableDiffusionAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "MiniAdapter", "Conditioning", "CrossAttentionLayer", "ModelAdapter", "PixArtAlphaAdapter", "PixArtSigmaAdapter", "PromptText", "StableDiffusionXLAdapter", "StableDiffusionAdapter", "adapter_for"]

@@ -9,6 +9,7 @@ written against this interface only.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from abc import ABC, abstractmethod
@@ -91,9 +92,26 @@ class ModelAdapter(ABC):
     default_preset: ClassVar[str] = "sd-tifa"
     default_steps: ClassVar[int] = 50
     default_guidance_scale: ClassVar[float] = 7.5
+    # The cross-attention layers guidance reads when its config names none (indices into
+    # ``cross_attention_layers``); None: those with ``M`` queries (``guidance.select_layers``).
+    default_layers: ClassVar[tuple[int, ...] | None] = None
+    # Options of the family's own diffusers pipeline that sampling honours (name -> default), given
+    # as keyword arguments to ``TSAMPipeline.__call__`` (PixArt: ``use_resolution_binning``, ...).
+    call_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
+        self.options: dict[str, Any] = dict(self.call_options)
+
+    def configured(self, **options: Any) -> "ModelAdapter":
+        """A copy of this adapter with some ``call_options`` set (for one sampling call)."""
+        unknown = sorted(set(options) - set(self.call_options))
+        if unknown:
+            takes = ", ".join(sorted(self.call_options)) or "none"
+            raise TypeError(f"unknown argument(s) {', '.join(unknown)} for {self.label}; its options are: {takes}")
+        new = copy.copy(self)
+        new.options = {**self.options, **options}
+        return new
 
     def warn_unknown_tokens(self, prompts: list[str]) -> None:
         """Warn once per call about prompts with text the tokenizer reads as its unknown token (emoji
@@ -146,6 +164,19 @@ class ModelAdapter(ABC):
     def default_size(self) -> tuple[int, int]:
         """(height, width) in pixels when the caller gives none."""
 
+    @property
+    def size_multiple(self) -> int:
+        """Image height and width must be multiples of this (8, as diffusers' pipelines check; PixArt: the
+        pixels of one patch)."""
+        return 8
+
+    def sampling_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size sampled at for a requested one (PixArt's resolution binning); ``decode`` returns the requested one."""
+        return height, width
+
+    def before_loop(self) -> None:
+        """What the diffusers pipeline does to its scheduler right before the denoising loop (default: nothing)."""
+
     @abstractmethod
     def text_attention(self, prompts: list[str]) -> list[PromptText]:
         """Run the text encoder once with attention outputs; content tokens and probabilities per prompt."""
@@ -176,5 +207,12 @@ class ModelAdapter(ABC):
         """Extra keyword arguments of ``scheduler.step``."""
         return scheduler_step_kwargs(self.pipe.scheduler, generator)
 
+    def scheduler_step(self, noise_pred: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, step_kwargs: dict[str, Any],
+                       num_inference_steps: int) -> torch.Tensor:
+        """The next latents from the scheduler, as the diffusers pipeline takes them."""
+        return self.pipe.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+
     @abstractmethod
-    def decode(self, latents: torch.Tensor, output_type: str, generator: Any, cond: Conditioning) -> Any: ...
+    def decode(self, latents: torch.Tensor, output_type: str, generator: Any, cond: Conditioning,
+               size: tuple[int, int]) -> Any:
+        """Images of the requested ``size`` (height, width) from the final latents."""

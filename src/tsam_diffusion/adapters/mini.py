@@ -62,5 +62,5 @@ class MiniAdapter(ModelAdapter):
     def forward_cond(self, latents, t, cond):
         self.pipe.predict(latents, t, cond.cond, cond.extra["cond_mask"], guidance_scale=1.0)  # no CFG: conditional only
 
-    def decode(self, latents, output_type, generator, cond):
+    def decode(self, latents, output_type, generator, cond, size):
         return self.pipe.to_images(latents, output_type)

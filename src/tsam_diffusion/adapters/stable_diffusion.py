@@ -6,7 +6,8 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline
 
-from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText, eager_attention, truncated
+from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
+from .clip import clip_text_attention
 from .unet import unet_cross_attention_layers
 
 
@@ -25,20 +26,7 @@ class StableDiffusionAdapter(ModelAdapter):
         return h * self.pipe.vae_scale_factor, w * self.pipe.vae_scale_factor
 
     def text_attention(self, prompts: list[str]) -> list[PromptText]:
-        tok, enc = self.pipe.tokenizer, self.pipe.text_encoder
-        batch = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-        full_lengths = [len(ids) for ids in tok(prompts, truncation=False).input_ids]
-        mask = batch.attention_mask.to(self.device) if getattr(enc.config, "use_attention_mask", False) else None
-        with torch.no_grad(), eager_attention(enc):
-            out = enc(batch.input_ids.to(self.device), attention_mask=mask, output_attentions=True)
-        attn = torch.stack(out.attentions, dim=1)  # [P, L, H, N, N]
-        texts = []
-        for p, ids in enumerate(batch.input_ids.tolist()):
-            eos = ids.index(tok.eos_token_id, 1) if tok.eos_token_id in ids[1:] else len(ids)
-            keep = torch.arange(1, eos)  # without BOS, EOS and padding
-            tokens = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids[1:eos])]
-            texts.append(PromptText(tokens, keep, attn[p], truncated(p, full_lengths[p], tok.model_max_length, len(tokens))))
-        return texts
+        return clip_text_attention(self.pipe.tokenizer, self.pipe.text_encoder, prompts, self.device)
 
     def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
         do_cfg = self._do_cfg(guidance_scale)
@@ -80,7 +68,7 @@ class StableDiffusionAdapter(ModelAdapter):
         latent_model_input = self.pipe.scheduler.scale_model_input(latents, t)
         self.pipe.unet(latent_model_input, t, encoder_hidden_states=cond.cond, timestep_cond=cond.extra["timestep_cond"], return_dict=False)
 
-    def decode(self, latents, output_type, generator, cond):
+    def decode(self, latents, output_type, generator, cond, size):
         pipe = self.pipe
         if output_type == "latent":
             image, nsfw = latents, None

@@ -65,7 +65,12 @@ class Method:
 
 
 def _overridable(cls: type) -> dict[str, Any]:
-    return {f.name: f.type for f in dataclasses.fields(cls) if f.name not in ("name", "layers")}
+    return {f.name: f.type for f in dataclasses.fields(cls) if f.name != "name"}
+
+
+def _steps(part: str) -> range:
+    a, _, b = part.partition("-")
+    return range(int(a), int(b or a) + 1)
 
 
 def _override_value(kind: str, text: str) -> Any:
@@ -73,12 +78,11 @@ def _override_value(kind: str, text: str) -> Any:
     kind = str(kind)
     if text.lower() == "none":
         return None
+    if "tuple[int | str" in kind:  # layers: indices (ranges) or module names, joined by '+'
+        return tuple(x for part in filter(None, text.split("+"))
+                     for x in (_steps(part) if re.fullmatch(r"\d+(-\d+)?", part) else (part,)))
     if "tuple[int" in kind:
-        steps: list[int] = []
-        for part in filter(None, text.split("+")):
-            a, _, b = part.partition("-")
-            steps += list(range(int(a), int(b or a) + 1))
-        return tuple(steps)
+        return tuple(x for part in filter(None, text.split("+")) for x in _steps(part))
     if "tuple[float" in kind:
         return tuple(float(x) for x in filter(None, text.split("+")))
     if kind.startswith("bool"):

@@ -16,7 +16,9 @@ The schedule fields:
         or ``"constant"``.
     sigma, kernel_size: Gaussian smoothing of the cross-attention maps.
     M: query count of the cross-attention layers whose maps are read (256 = 16x16 for SD at 512px).
-    layers: explicit names of the cross-attention modules to read (overrides ``M``).
+    layers: the cross-attention layers to read, by module name or by index among the denoiser's
+        cross-attention layers (PixArt: the block index); overrides ``M`` and the model family's
+        default (``ModelAdapter.default_layers``).
     checkpointing: gradient checkpointing of the update pass (less memory, more time).
     reference_steps: the schedule length the step indices refer to. For ``N`` inference steps,
         step ``k`` gets the updates of reference step ``floor(k * reference_steps / N)``, and a
@@ -120,7 +122,7 @@ class GuidanceConfig:
     sigma: float = 0.5
     kernel_size: int = 3
     M: int = 256
-    layers: tuple[str, ...] | None = None
+    layers: tuple[int | str, ...] | None = None
     checkpointing: bool = False
     reference_steps: int = 50
     name: str = field(default="custom", compare=False)
@@ -130,7 +132,7 @@ class GuidanceConfig:
         set_("update_steps", tuple(int(s) for s in self.update_steps))
         set_("refinement_steps", tuple(int(s) for s in self.refinement_steps))
         if self.layers is not None:
-            set_("layers", tuple(self.layers))
+            set_("layers", tuple(self.layers) if not isinstance(self.layers, (str, int)) else (self.layers,))
         for name, ok, why in self.checks():
             if not ok:
                 raise ValueError(f"{type(self).__name__}.{name} {why}, got {getattr(self, name)!r}")
@@ -145,6 +147,9 @@ class GuidanceConfig:
             ("step_size_schedule", self.step_size_schedule in ("sqrt-decay", "constant"), "must be 'sqrt-decay' or 'constant'"),
             ("sigma", self.sigma >= 0, "must be >= 0"),
             ("kernel_size", self.kernel_size >= 1 and self.kernel_size % 2 == 1, "must be an odd integer >= 1"),
+            ("layers", self.layers is None or (len(self.layers) > 0 and all(
+                isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool) and x >= 0) for x in self.layers)),
+             "must be None or module names or indices >= 0"),
             ("M", self.M > 0 and math.isqrt(self.M) ** 2 == self.M, "must be a perfect square (e.g. 256 = 16x16)"),
             ("reference_steps", self.reference_steps >= 1, "must be >= 1"),
         ]
