@@ -137,7 +137,7 @@ def test_guidance_moves_the_latent_and_batches_equal_single_runs(alpha):
     one = alpha("a cat wearing a hat", method=cfg, generator=gen(1), **kw)
     scale = plain.abs().amax()  # a random model's DPM-Solver++ latents are large (|z| ~ 400)
     assert (both.images - plain).abs().amax() > 1e-4 * scale
-    assert (both.images[1:] - one.images).abs().amax() < 2e-6 * scale
+    assert (both.images[1:] - one.images).abs().amax() < 1e-5 * scale  # float sums differ with batch size and threads
     first = both.diagnostics.updates[0]
     assert torch.isfinite(first.loss).all() and bool(first.applied.all())
     # the loss is eq. 14 of T against S at the first update, recomputed from the recorded maps

@@ -92,7 +92,7 @@ def test_guided_batches_equal_single_runs(xl):
     one = xl("a cat with a hat", method=cfg, generator=gen(1), **kw)
     assert (both.images - plain).abs().amax() > 1e-3
     diff = (both.images[1:] - one.images).abs().amax()
-    assert diff < 1e-6 * plain.abs().amax(), diff
+    assert diff < 1e-5 * plain.abs().amax(), diff  # float sums differ with batch size and threads
     losses = torch.stack([u.loss for u in both.diagnostics.updates])
     assert torch.isfinite(losses).all()
 
