@@ -170,8 +170,8 @@ def floor_pieces(tsam: TSAMPipeline, device: str, reps: int, size: int, call: di
     builds the denoiser's inputs (prompt embeddings, added conditions) as the pipeline does."""
     adapter = tsam.adapter.configured(**call)
     denoiser = adapter.denoiser
-    cfg_cond = adapter.encode_prompt([PROMPT], None, 1, 7.5)  # both branches: a sampling pass
-    cond = adapter.encode_prompt([PROMPT], None, 1, 1.0)  # the conditional branch: an update pass
+    cfg_cond = adapter.encode_prompt([PROMPT], None, 1, 7.5, (size, size))  # both branches: a sampling pass
+    cond = adapter.encode_prompt([PROMPT], None, 1, 1.0, (size, size))  # the conditional branch: an update pass
     h = w = size // tsam.pipe.vae_scale_factor
     z = torch.randn(1, 4, h, w, device=device, dtype=denoiser.dtype)
     tsam.pipe.scheduler.set_timesteps(50, device=device)

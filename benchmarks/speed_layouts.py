@@ -13,7 +13,7 @@ proportions of cost between resolutions and blocks stay those of the real model 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -118,5 +118,3 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     "sdxl": dict(build=build_sdxl, size=1024, call={}, methods="reference,none,sdxl,sdxl+ckpt"),
 }
 """Per layout: its builder, image size, extra pipeline arguments (both for diffusers' call and ours) and default methods."""
-
-Builder = Callable[[int, str, torch.dtype], Any]

@@ -26,7 +26,6 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
 
 from tsam_diffusion import TSAMPipeline
 from tsam_diffusion.adapters.sdxl import TEXT_ATTENTION
@@ -82,8 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.model} ({type(pipe.adapter).__name__}), CC-500, {len(prompts)} prompts; 95% intervals resample prompts")
     print(f"{'T from':<8}{'n':>5}  {'bound':<26}{'unbound':<26}{'bound / unbound':<26}{'share bound > unbound'}")
     for name, adapter in variants.items():
-        with torch.no_grad():
-            s = summary(pairs_of(adapter, prompts, groups))
+        s = summary(pairs_of(adapter, prompts, groups))
         report["variants"][name] = s
         cell = lambda v: f"{v[0]:.4f} [{v[1]:.4f}, {v[2]:.4f}]"  # noqa: E731
         print(f"{name:<8}{s['prompts']:>5}  {cell(s['bound']):<26}{cell(s['unbound']):<26}{cell(s['ratio']):<26}{cell(s['bound_wins'])}")

@@ -102,6 +102,12 @@ def test_text_attention_is_t5_over_real_tokens(pixart):
     T = text_attention_matrix(texts[0].attentions, texts[0].keep, bidirectional=True, gamma=1.0)
     assert torch.allclose(T, T_ref, atol=1e-6)
     assert torch.allclose(T, torch.tril(T)) and torch.allclose(T.sum(1), torch.ones(n), atol=1e-5)  # B.2: causal, rows sum to 1
+    # and T-SAM's T is appendix B.2's tril((T' + T'^T) / 2) of it, raised to the preset's gamma
+    out = TSAMPipeline(pixart)(PROMPT, method=FEW.replace(update_steps=(0,), refinement_steps=()), num_inference_steps=2,
+                               output_type="latent", clean_caption=False)
+    want = text_attention_matrix(full, torch.arange(n), bidirectional=True, gamma=FEW.gamma)
+    assert torch.allclose(out.diagnostics.T[0], want, atol=1e-6)
+    assert not torch.allclose(want, text_attention_matrix(full, torch.arange(n), bidirectional=False, gamma=FEW.gamma), atol=1e-3)
 
 
 def test_reads_blocks_10_to_18_and_stops_after_block_18(alpha):
@@ -211,3 +217,18 @@ def test_checkpointing_gives_the_same_update(alpha):
     scale = plain.images.abs().amax()
     assert (ckpt.images - plain.images).abs().amax() < 1e-6 * scale
     assert torch.allclose(ckpt.diagnostics.updates[0].loss, plain.diagnostics.updates[0].loss)
+
+
+def test_micro_conditions_at_1024_are_the_pipelines(t5_tok):
+    """PixArt-alpha at sample size 128 (its 1024px model) embeds the sampled resolution and aspect ratio:
+    built once per call, for both CFG branches and for the update pass, as the pipeline does."""
+    pipe = build_tiny_pixart(tokenizer=t5_tok, sample_size=128)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.transformer.use_additional_conditions  # set from sample_size 128
+    kw = dict(num_inference_steps=2, height=832, width=1152, output_type="latent", clean_caption=False)  # a bin
+    want = pipe(PROMPT, generator=gen(0), **kw).images
+    got = TSAMPipeline(pipe)(PROMPT, method=None, generator=gen(0), **kw).images
+    assert want.shape[-2:] == (104, 144) and torch.equal(got, want)
+    cond = adapter_for(pipe).encode_prompt([PROMPT], None, 1, 4.5, (832, 1152))
+    assert cond.extra["added_cond"]["resolution"].tolist() == [[832.0, 1152.0]]
+    assert torch.allclose(cond.extra["added"]["aspect_ratio"].flatten(), torch.full((2,), 832 / 1152))

@@ -95,12 +95,13 @@ class TSAMPipeline:
 
         ``"default"``, and ``None`` for ``num_inference_steps`` and ``guidance_scale``, take the model
         family's own values (``adapter.default_preset`` etc.: 50 steps, scale 7.5 and ``sd-tifa`` for
-        Stable Diffusion; 50 steps, scale 4.5 and ``pixart`` for PixArt; 25 steps, scale 4 and ``mini``
-        for tsam-mini).
+        Stable Diffusion; 50 steps, scale 5 and ``sdxl`` for SDXL; 50 steps, scale 4.5 and ``pixart`` for
+        PixArt; 25 steps, scale 4 and ``mini`` for tsam-mini).
 
         ``options`` are the family's own pipeline options (``adapter.call_options``), with the
         diffusers pipeline's defaults: for PixArt ``use_resolution_binning``, ``clean_caption`` and
-        ``max_sequence_length``.
+        ``max_sequence_length``; for SDXL ``guidance_rescale``, ``original_size``, ``crops_coords_top_left``,
+        ``target_size`` and ``text_attention``.
         """
         prompts = _check_prompts(prompt)
         adapter = self.adapter.configured(**options)  # TypeError naming the options the family takes
@@ -126,7 +127,7 @@ class TSAMPipeline:
         diagnostics = Diagnostics(prompts, [], [], prompt_index, config.to_dict() if config else None)
 
         # 1. Prompt embeddings, timesteps and initial noise, exactly as the diffusers pipeline.
-        cond = adapter.encode_prompt(prompts, negative_prompt, num_images_per_prompt, guidance_scale)
+        cond = adapter.encode_prompt(prompts, negative_prompt, num_images_per_prompt, guidance_scale, (height, width))
         timesteps, num_inference_steps = retrieve_timesteps(scheduler, num_inference_steps, adapter.device)
         latents = adapter.prepare_latents(len(prompt_index), height, width, generator, latents)
         extra_step_kwargs = adapter.step_kwargs(generator)

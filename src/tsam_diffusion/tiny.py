@@ -128,11 +128,12 @@ def _sharpen_cross_attention(model: torch.nn.Module, factor: float = 4.0) -> Non
 
 
 def build_tiny_pixart(*, seed: int = 0, sigma: bool = False, num_layers: int = 20, tokenizer: Any = None,
-                      torch_dtype: torch.dtype | None = None, **_: Any):
+                      sample_size: int = 32, torch_dtype: torch.dtype | None = None, **_: Any):
     """A tiny PixArt-alpha (``sigma=True``: PixArt-Sigma) pipeline: T5EncoderModel (4 layers, v1.1's gated
-    GELU) with ``t5_tokenizer()``, PixArtTransformer2DModel (``num_layers`` blocks, 2 heads of 16, patch 2,
+    GELU) with ``t5_tokenizer()``, PixArtTransformer2DModel (``num_layers`` blocks, 3 heads of 16 (a width the 1024px size embedding divides), patch 2,
     learned sigma), an 8x AutoencoderKL and PixArt's DPM-Solver++ scheduler. 256x256 images (32x32
-    latents, a 16x16 patch grid: M = 256, as SD 1.5's 16x16 maps). ``tokenizer``: another T5 tokenizer."""
+    latents, a 16x16 patch grid: M = 256, as SD 1.5's 16x16 maps). ``tokenizer``: another T5 tokenizer;
+    ``sample_size=128``: PixArt-alpha 1024's latent size, with its resolution and aspect-ratio micro-conditions."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -143,12 +144,12 @@ def build_tiny_pixart(*, seed: int = 0, sigma: bool = False, num_layers: int = 2
             vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=4, num_heads=4,
             feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
         transformer = PixArtTransformer2DModel(
-            num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=num_layers,
-            cross_attention_dim=32, caption_channels=32, sample_size=32, patch_size=2, norm_num_groups=8)
+            num_attention_heads=3, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=num_layers,
+            cross_attention_dim=48, caption_channels=32, sample_size=sample_size, patch_size=2, norm_num_groups=8)
         _sharpen_cross_attention(transformer)
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8, layers_per_block=1, sample_size=256)
+            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8, layers_per_block=1, sample_size=sample_size * 8)
     scheduler = DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
                                             prediction_type="epsilon", solver_order=2, algorithm_type="dpmsolver++",
                                             lower_order_final=True)

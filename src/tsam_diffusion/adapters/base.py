@@ -183,8 +183,11 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def encode_prompt(
-        self, prompts: list[str], negative_prompt: str | list[str] | None, num_images_per_prompt: int, guidance_scale: float
-    ) -> Conditioning: ...
+        self, prompts: list[str], negative_prompt: str | list[str] | None, num_images_per_prompt: int, guidance_scale: float,
+        size: tuple[int, int] | None = None,
+    ) -> Conditioning:
+        """Prompt embeddings and every other condition the denoiser takes, built once per call; ``size``
+        (height, width sampled at; default ``default_size()``) for families conditioned on it (SDXL, PixArt-alpha 1024)."""
 
     @abstractmethod
     def prepare_latents(

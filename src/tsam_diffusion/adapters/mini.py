@@ -43,7 +43,7 @@ class MiniAdapter(ModelAdapter):
                                     truncated(p, full_lengths[p], batch.input_ids.shape[1], sep - 1)))
         return texts
 
-    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
+    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:
         cond, cond_mask, embeds, mask = self.pipe.encode_prompt(prompts, num_images_per_prompt, negative_prompt, guidance_scale > 1)
         return Conditioning(cond=cond, embeds=embeds, extra={"mask": mask, "cond_mask": cond_mask})
 

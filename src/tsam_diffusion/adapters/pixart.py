@@ -85,7 +85,7 @@ class PixArtAlphaAdapter(ModelAdapter):
             result.append(PromptText(tokens, torch.arange(end), attn[p], truncated(p, full_lengths[p], limit, end)))
         return result
 
-    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
+    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:
         do_cfg = guidance_scale > 1.0
         cond, cond_mask, uncond, uncond_mask = self.pipe.encode_prompt(
             prompts, do_cfg, negative_prompt="" if negative_prompt is None else negative_prompt,
@@ -93,7 +93,16 @@ class PixArtAlphaAdapter(ModelAdapter):
             max_sequence_length=self.options["max_sequence_length"])
         embeds, mask = (torch.cat([uncond, cond]), torch.cat([uncond_mask, cond_mask])) if do_cfg else (cond, cond_mask)
         adjust = lambda m: m.to(maybe_adjust_dtype_for_device(m.dtype, m.device))  # noqa: E731  (as the pipeline)
-        return Conditioning(cond=cond, embeds=embeds, extra={"mask": adjust(mask), "cond_mask": adjust(cond_mask)})
+        added = {"resolution": None, "aspect_ratio": None}  # micro-conditions: PixArt-alpha at 1024px only
+        added_cfg = added
+        if self.micro_conditions and self.pipe.transformer.config.sample_size == 128:
+            h, w = size or self.default_size()
+            rows = cond.shape[0]
+            added = {"resolution": torch.tensor([h, w]).repeat(rows, 1).to(dtype=cond.dtype, device=self.device),
+                     "aspect_ratio": torch.tensor([float(h / w)]).repeat(rows, 1).to(dtype=cond.dtype, device=self.device)}
+            added_cfg = {k: torch.cat([v, v]) for k, v in added.items()} if do_cfg else added
+        return Conditioning(cond=cond, embeds=embeds, extra={"mask": adjust(mask), "cond_mask": adjust(cond_mask),
+                                                             "added": added_cfg, "added_cond": added})
 
     def prepare_latents(self, batch, height, width, generator, latents):
         dtype = self.pipe.text_encoder.dtype if self.pipe.text_encoder is not None else self.dtype
@@ -112,21 +121,18 @@ class PixArtAlphaAdapter(ModelAdapter):
         return [CrossAttentionLayer(f"transformer_blocks.{i}.attn2", block.attn2, int(height) // cell, int(width) // cell)
                 for i, block in enumerate(self.pipe.transformer.transformer_blocks)]
 
-    def _transformer(self, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The transformer's raw output, with the timestep and micro-conditions as the pipeline passes them."""
+    def _transformer(self, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor,
+                     added: dict[str, Any]) -> torch.Tensor:
+        """The transformer's raw output, with the timestep as the pipeline passes it."""
         x = self.pipe.scheduler.scale_model_input(x, t)
         timestep = (t[None] if t.ndim == 0 else t).to(x.device).expand(x.shape[0])
-        added = {"resolution": None, "aspect_ratio": None}
-        if self.micro_conditions and self.pipe.transformer.config.sample_size == 128:
-            h, w = x.shape[-2] * self.pipe.vae_scale_factor, x.shape[-1] * self.pipe.vae_scale_factor
-            added = {"resolution": torch.tensor([h, w]).repeat(x.shape[0], 1).to(dtype=embeds.dtype, device=x.device),
-                     "aspect_ratio": torch.tensor([float(h / w)]).repeat(x.shape[0], 1).to(dtype=embeds.dtype, device=x.device)}
         return self.pipe.transformer(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
                                      added_cond_kwargs=added, return_dict=False)[0]
 
     def predict(self, latents, t, cond, guidance_scale):
         do_cfg = guidance_scale > 1.0
-        noise_pred = self._transformer(torch.cat([latents] * 2) if do_cfg else latents, t, cond.embeds, cond.extra["mask"])
+        noise_pred = self._transformer(torch.cat([latents] * 2) if do_cfg else latents, t, cond.embeds, cond.extra["mask"],
+                                       cond.extra["added"])
         if do_cfg:
             noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
             noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
@@ -135,7 +141,7 @@ class PixArtAlphaAdapter(ModelAdapter):
         return noise_pred
 
     def forward_cond(self, latents, t, cond):
-        self._transformer(latents, t, cond.cond, cond.extra["cond_mask"])
+        self._transformer(latents, t, cond.cond, cond.extra["cond_mask"], cond.extra["added_cond"])
 
     def scheduler_step(self, noise_pred, t, latents, step_kwargs, num_inference_steps):
         out = self.pipe.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)

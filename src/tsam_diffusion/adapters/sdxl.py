@@ -73,16 +73,20 @@ class StableDiffusionXLAdapter(ModelAdapter):
     def _do_cfg(self, guidance_scale: float) -> bool:
         return guidance_scale > 1 and self.pipe.unet.config.time_cond_proj_dim is None
 
-    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
+    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:
         do_cfg = self._do_cfg(guidance_scale)
         cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
             prompt=prompts, device=self.device, num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=do_cfg, negative_prompt=negative_prompt)
-        extra: dict[str, Any] = {"pooled": pooled, "timestep_cond": None}
-        if do_cfg:
-            extra["pooled_cfg"] = torch.cat([uncond_pooled, pooled])
+        ids = self._time_ids(size or self.default_size(), cond.dtype)
+        rows = cond.shape[0]
+        added = {"text_embeds": pooled, "time_ids": ids.repeat(rows, 1)}  # the update pass: conditional branch only
+        # sampling: [negative, positive] pooled embeddings, and time ids repeated per image, as the pipeline does
+        added_cfg = {"text_embeds": torch.cat([uncond_pooled, pooled]), "time_ids": torch.cat([ids, ids]).repeat(rows, 1)} \
+            if do_cfg else added
+        extra: dict[str, Any] = {"added": added_cfg, "added_cond": added, "timestep_cond": None}
         if self.pipe.unet.config.time_cond_proj_dim is not None:
-            w = torch.tensor(guidance_scale - 1).repeat(cond.shape[0])
+            w = torch.tensor(guidance_scale - 1).repeat(rows)
             extra["timestep_cond"] = self.pipe.get_guidance_scale_embedding(
                 w, embedding_dim=self.pipe.unet.config.time_cond_proj_dim).to(device=self.device, dtype=cond.dtype)
         return Conditioning(cond=cond, embeds=torch.cat([uncond, cond]) if do_cfg else cond, extra=extra)
@@ -103,30 +107,24 @@ class StableDiffusionXLAdapter(ModelAdapter):
         f = self.pipe.vae_scale_factor
         return unet_cross_attention_layers(self.pipe.unet, int(height) // f, int(width) // f)
 
-    def _time_ids(self, latents: torch.Tensor, dtype: torch.dtype, rows: int) -> torch.Tensor:
-        """SDXL's size conditioning (original size, crop corner, target size), as the pipeline builds it."""
-        size = (latents.shape[-2] * self.pipe.vae_scale_factor, latents.shape[-1] * self.pipe.vae_scale_factor)
+    def _time_ids(self, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """SDXL's size conditioning (original size, crop corner, target size) ``[1, 6]``, as the pipeline builds it."""
         o = self.options
         enc2 = self.pipe.text_encoder_2
         proj = enc2.config.projection_dim if enc2 is not None else None
         ids = self.pipe._get_add_time_ids(tuple(o["original_size"] or size), tuple(o["crops_coords_top_left"]),
                                           tuple(o["target_size"] or size), dtype=dtype, text_encoder_projection_dim=proj)
-        return ids.to(self.device).repeat(rows, 1)
+        return ids.to(self.device)
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor,
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, added: dict[str, torch.Tensor],
               cond: Conditioning) -> torch.Tensor:
         return self.pipe.unet(x, t, encoder_hidden_states=embeds, timestep_cond=cond.extra["timestep_cond"],
-                              added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}, return_dict=False)[0]
+                              added_cond_kwargs=added, return_dict=False)[0]
 
     def predict(self, latents, t, cond, guidance_scale):
         do_cfg = self._do_cfg(guidance_scale)
         x = self.pipe.scheduler.scale_model_input(torch.cat([latents] * 2) if do_cfg else latents, t)
-        ids = self._time_ids(latents, cond.cond.dtype, 1)
-        if do_cfg:  # [negative, positive] repeated per image, as the pipeline does
-            ids = torch.cat([ids, ids]).repeat(latents.shape[0], 1)
-        else:
-            ids = ids.repeat(latents.shape[0], 1)
-        noise_pred = self._unet(x, t, cond.embeds, cond.extra["pooled_cfg" if do_cfg else "pooled"], ids, cond)
+        noise_pred = self._unet(x, t, cond.embeds, cond.extra["added"], cond)
         if do_cfg:
             noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
             noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
@@ -136,7 +134,7 @@ class StableDiffusionXLAdapter(ModelAdapter):
 
     def forward_cond(self, latents, t, cond):
         x = self.pipe.scheduler.scale_model_input(latents, t)
-        self._unet(x, t, cond.cond, cond.extra["pooled"], self._time_ids(latents, cond.cond.dtype, latents.shape[0]), cond)
+        self._unet(x, t, cond.cond, cond.extra["added_cond"], cond)
 
     def decode(self, latents, output_type, generator, cond, size):
         pipe = self.pipe

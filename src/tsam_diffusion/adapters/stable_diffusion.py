@@ -28,7 +28,7 @@ class StableDiffusionAdapter(ModelAdapter):
     def text_attention(self, prompts: list[str]) -> list[PromptText]:
         return clip_text_attention(self.pipe.tokenizer, self.pipe.text_encoder, prompts, self.device)
 
-    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale) -> Conditioning:
+    def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:
         do_cfg = self._do_cfg(guidance_scale)
         cond, uncond = self.pipe.encode_prompt(prompts, self.device, num_images_per_prompt, do_cfg, negative_prompt)
         embeds = torch.cat([uncond, cond]) if do_cfg else cond
