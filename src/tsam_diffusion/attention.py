@@ -25,11 +25,12 @@ class EarlyExit(Exception):
 class CrossAttentionRecorder:
     """Collects head-averaged cross-attention probabilities from a fixed set of layers."""
 
-    def __init__(self, modules: dict[str, Attention], *, early_exit: bool = True) -> None:
+    def __init__(self, modules: dict[str, Attention], *, early_exit: bool = True, keep_heads: bool = False) -> None:
         if not modules:
             raise ValueError("no cross-attention layers to record")
         self.modules = modules
         self.early_exit = early_exit
+        self.keep_heads = keep_heads  # record [B, heads, Nq, s] per layer (analysis) instead of the heads' mean
         self.active = False
         self.maps: list[torch.Tensor] = []
         self._complete = False
@@ -128,5 +129,6 @@ class _RecordingProcessor:
         hidden_states = hidden_states / attn.rescale_output_factor
 
         b = probs.shape[0] // attn.heads
-        self.recorder._record(probs.view(b, attn.heads, *probs.shape[1:]).mean(1))  # heads of eq. 6
+        probs = probs.view(b, attn.heads, *probs.shape[1:])
+        self.recorder._record(probs if self.recorder.keep_heads else probs.mean(1))  # heads of eq. 6
         return hidden_states

@@ -81,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the full prompt and the settings, so other prompts or settings never overwrite them")
     g.set_defaults(func=generate, on_interrupt="the files listed above are complete; rerun for the other seeds")
 
+    from .analysis.cli import add_analyze_parser
     from .bench.cli import add_bench_parser
     from .mini.cli import add_mini_parser
 
     add_bench_parser(sub, formatter_class=HelpFormatter)
+    add_analyze_parser(sub, formatter_class=HelpFormatter)
     add_mini_parser(sub, formatter_class=HelpFormatter)
     return parser
 

@@ -35,7 +35,8 @@ class Diagnostics:
 
     ``tokens[p]`` and ``T[p]`` belong to prompt ``p``; image ``b`` of the batch shows prompt
     ``prompt_index[b]``. ``A_first``/``A_last`` are the averaged cross-attention maps (eq. 6)
-    ``[B, M, n]`` of the content tokens at the first and the last update, on a ``map_size`` grid.
+    ``[B, M, n]`` of the content tokens at the first and the last update, on a ``map_size`` grid;
+    ``maps[step]`` the same at each step asked for with ``record_maps`` (``tsam_diffusion.recording``).
     """
 
     prompts: list[str]
@@ -50,6 +51,7 @@ class Diagnostics:
     notes: list[str] = field(default_factory=list)
     A_first: torch.Tensor | None = None
     A_last: torch.Tensor | None = None
+    maps: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def losses(self) -> torch.Tensor:
@@ -83,4 +85,5 @@ class Diagnostics:
             u.loss, u.applied, u.S, u.finite = mv(u.loss), mv(u.applied), mv(u.S), mv(u.finite)
             u.timestep = float(u.timestep)
         self.A_first, self.A_last = mv(self.A_first), mv(self.A_last)
+        self.maps = {k: mv(v) for k, v in self.maps.items()}
         return self

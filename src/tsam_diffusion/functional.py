@@ -84,6 +84,22 @@ def smooth_maps(maps: Tensor, *, sigma: float = 0.5, kernel_size: int = 3) -> Te
     return F.conv2d(x, k).reshape(*batch, h, w)
 
 
+def map_cosine(A: Tensor, height: int, width: int, *, sigma: float = 0.5, kernel_size: int = 3,
+               center: bool = False) -> Tensor:
+    """``C``: the cosine similarity of the tokens' Gaussian-smoothed maps (eq. 7 before normalising),
+    ``[..., M, n] -> [..., n, n]`` in float32; ``center``: see ``similarity_matrix``."""
+    *batch, m, n = A.shape
+    if m != height * width:
+        raise ValueError(f"A has {m} queries but height * width = {height} * {width} = {height * width}")
+    maps = A.float().transpose(-1, -2).reshape(*batch, n, height, width)
+    maps = smooth_maps(maps, sigma=sigma, kernel_size=kernel_size).flatten(-2)  # [..., n, M]
+    if center:
+        maps = maps - maps.mean(dim=-1, keepdim=True)
+    unit = maps / maps.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    C = unit @ unit.transpose(-1, -2)
+    return (1.0 + C) / 2 if center else C
+
+
 def similarity_matrix(
     A: Tensor,
     height: int,
@@ -111,17 +127,7 @@ def similarity_matrix(
     Returns:
         ``[..., n, n]``.
     """
-    *batch, m, n = A.shape
-    if m != height * width:
-        raise ValueError(f"A has {m} queries but height * width = {height} * {width} = {height * width}")
-    maps = A.float().transpose(-1, -2).reshape(*batch, n, height, width)
-    maps = smooth_maps(maps, sigma=sigma, kernel_size=kernel_size).flatten(-2)  # [..., n, M]
-    if center:
-        maps = maps - maps.mean(dim=-1, keepdim=True)
-    unit = maps / maps.norm(dim=-1, keepdim=True).clamp_min(_EPS)
-    C = unit @ unit.transpose(-1, -2)  # eq. 7: cosine similarity of the maps
-    if center:
-        C = (1.0 + C) / 2
+    C = map_cosine(A, height, width, sigma=sigma, kernel_size=kernel_size, center=center)
     if normalize == "full":
         return C / C.sum(dim=-1, keepdim=True).clamp_min(_EPS)
     if normalize != "causal":

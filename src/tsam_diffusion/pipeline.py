@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
@@ -25,6 +25,7 @@ from .guidance import Guidance
 from .loading import load_pipeline
 from .methods import GuidanceConfig, resolve_method
 from .methods.words import per_prompt
+from .recording import MapRecording
 
 
 @dataclass
@@ -81,6 +82,7 @@ class TSAMPipeline:
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
+        record_maps: Sequence[int] | None = None,
         **options: Any,
     ) -> TSAMOutput:
         """Generate images with a guidance method, or none.
@@ -102,6 +104,11 @@ class TSAMPipeline:
         diffusers pipeline's defaults: for PixArt ``use_resolution_binning``, ``clean_caption`` and
         ``max_sequence_length``; for SDXL ``guidance_rescale``, ``original_size``, ``crops_coords_top_left``,
         ``target_size`` and ``text_attention``.
+
+        ``record_maps``: denoising steps (0-based loop steps, as ``TSAMConfig.update_steps``) at which
+        to record the content tokens' cross-attention maps (eq. 6, the layers the method reads, by
+        default the family's) into ``diagnostics.maps[step]``, ``[B, M, n]``; one extra conditional
+        denoiser pass per step, the images unchanged (``tsam_diffusion.recording``).
         """
         prompts = _check_prompts(prompt)
         adapter = self.adapter.configured(**options)  # TypeError naming the options the family takes
@@ -143,13 +150,18 @@ class TSAMPipeline:
                 guidance = None
         plan = config.schedule(num_inference_steps) if guidance else [0] * num_inference_steps
         span = len(timesteps) if order == 1 else num_inference_steps
+        recording = None
+        if record_maps:
+            recording = MapRecording(adapter, list(record_maps), span, prompts, prompt_index, height, width, diagnostics,
+                                     config)
         alphas = step_sizes(config.alpha, span, config.step_size_schedule) if guidance else []
 
         # 3. Denoising loop.
         num_warmup_steps = max(len(timesteps) - num_inference_steps * order, 0)
         adapter.before_loop()
         step = -1
-        with (guidance.recorder.install() if guidance else nullcontext()), _frozen(adapter.denoiser), \
+        with (guidance.recorder.install() if guidance else nullcontext()), \
+                (recording.install() if recording else nullcontext()), _frozen(adapter.denoiser), \
                 _checkpointing(adapter.denoiser, bool(guidance and config.checkpointing)), \
                 self.pipe.progress_bar(total=num_inference_steps) as progress:
             for i, t in enumerate(timesteps):
@@ -157,6 +169,8 @@ class TSAMPipeline:
                     step += 1
                     if guidance and step < num_inference_steps and plan[step]:  # PNDM: N + 1 iterations, the last never
                         latents = guidance.step(latents, t, cond, step, plan[step], alphas[step], num_inference_steps)
+                    if recording:
+                        recording(step, latents, t, cond)
                 noise_pred = adapter.predict(latents, t, cond, guidance_scale)
                 latents = adapter.scheduler_step(noise_pred, t, latents, extra_step_kwargs, num_inference_steps)
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):

@@ -203,7 +203,20 @@ def token_maps(
     image: Image.Image | None = None,
     title: str | None = None,
 ) -> Image.Image:
-    """One panel per token of its cross-attention map, ``A`` ``[height * width, n]`` (row-major queries).
+    """``token_maps_figure`` drawn as a PIL image."""
+    return _figure_to_image(token_maps_figure(A, height, width, tokens, image, title))
+
+
+def token_maps_figure(
+    A: torch.Tensor,
+    height: int,
+    width: int,
+    tokens: list[str],
+    image: Image.Image | None = None,
+    title: str | None = None,
+) -> Any:
+    """One panel per token of its cross-attention map, ``A`` ``[height * width, n]`` (row-major queries),
+    as a matplotlib figure.
 
     Each map is scaled to its own maximum. With ``image``, the image is the first panel and every map is
     upsampled (bilinear) over a faded copy of it. More than 8 panels wrap to several rows.
@@ -248,7 +261,7 @@ def token_maps(
         k += 1
     if title:
         fig.suptitle(title, fontsize=11)
-    return _figure_to_image(fig)
+    return fig
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -58,6 +58,7 @@ class PromptText:
     keep: torch.Tensor  # their positions in the encoder's (and the cross-attention key) sequence
     attentions: torch.Tensor  # self-attention probabilities [L, H, N, N]
     truncated: bool = False
+    hidden: torch.Tensor | None = None  # the encoder's last hidden states [N, d] (analysis: ``--embeddings encoder-output``)
 
 
 @dataclass

@@ -22,5 +22,6 @@ def clip_text_attention(tok: Any, enc: Any, prompts: list[str], device: torch.de
         eos = ids.index(tok.eos_token_id, 1) if tok.eos_token_id in ids[1:] else len(ids)
         keep = torch.arange(1, eos)  # without BOS, EOS and padding
         tokens = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids[1:eos])]
-        texts.append(PromptText(tokens, keep, attn[p], truncated(p, full_lengths[p], tok.model_max_length, len(tokens))))
+        texts.append(PromptText(tokens, keep, attn[p], truncated(p, full_lengths[p], tok.model_max_length, len(tokens)),
+                                out.last_hidden_state[p]))
     return texts

@@ -40,7 +40,7 @@ class MiniAdapter(ModelAdapter):
             sep = ids.index(self.pipe.tokenizer.sep_token_id)
             keep = torch.arange(1, sep)  # without [CLS], [SEP] and padding
             texts.append(PromptText(self.pipe.tokenizer.convert_ids_to_tokens(ids[1:sep]), keep, attn[p],
-                                    truncated(p, full_lengths[p], batch.input_ids.shape[1], sep - 1)))
+                                    truncated(p, full_lengths[p], batch.input_ids.shape[1], sep - 1), out.last_hidden_state[p]))
         return texts
 
     def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:

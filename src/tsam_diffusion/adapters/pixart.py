@@ -82,7 +82,8 @@ class PixArtAlphaAdapter(ModelAdapter):
             n = int(batch.attention_mask[p].sum())
             end = n - 1 if ids[n - 1] == tok.eos_token_id else n  # without </s> and padding (T5 has no BOS)
             tokens = [t.lstrip("▁") or t for t in tok.convert_ids_to_tokens(ids[:end])]
-            result.append(PromptText(tokens, torch.arange(end), attn[p], truncated(p, full_lengths[p], limit, end)))
+            result.append(PromptText(tokens, torch.arange(end), attn[p], truncated(p, full_lengths[p], limit, end),
+                                     out.last_hidden_state[p]))
         return result
 
     def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:

@@ -64,7 +64,9 @@ class StableDiffusionXLAdapter(ModelAdapter):
         for p, first in enumerate(per_encoder[0]):
             # each encoder's maps averaged over its layers and heads, then over the encoders: [E, 1, N, N]
             maps = torch.stack([enc_texts[p].attentions.mean(dim=(0, 1)) for enc_texts in per_encoder])[:, None]
-            texts.append(PromptText(first.tokens, first.keep, maps, first.truncated))
+            hidden = [enc_texts[p].hidden for enc_texts in per_encoder]  # both encoders' states, by feature as SDXL
+            texts.append(PromptText(first.tokens, first.keep, maps, first.truncated,
+                                    torch.cat(hidden, dim=-1) if all(h is not None for h in hidden) else None))
         return texts
 
     def word_pieces(self, word: str) -> list[str]:

@@ -54,7 +54,7 @@ from .stats import (
     TIFA_SCORE,
     Row,
     _measure_sort_key,
-    _paired,
+    paired_by_prompt,
     _value,
     bootstrap_ci,
     element_accuracy,
@@ -211,7 +211,7 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
                 if method == BASELINE:
                     continue
                 for measure in suite_measures:
-                    pairs = _paired(srows, measure, method, BASELINE)
+                    pairs = paired_by_prompt(srows, measure, method, BASELINE)
                     diffs = [d for d, _ in pairs]
                     mean, lo, hi = ci(diffs, [g for _, g in pairs])
                     report.paired.append({"suite": suite, "method": method, "baseline": BASELINE,

@@ -23,6 +23,7 @@ __all__ = [
     "element_accuracy",
     "is_measure",
     "join_scores",
+    "paired_by_prompt",
     "paired_differences",
 ]
 
@@ -119,11 +120,11 @@ def paired_differences(rows: Sequence[Row], measure: str, method: str, baseline:
 
     In the order of (suite, prompt_id, seed).
     """
-    return [d for d, _ in _paired(rows, measure, method, baseline)]
+    return [d for d, _ in paired_by_prompt(rows, measure, method, baseline)]
 
 
-def _paired(rows: Sequence[Row], measure: str, method: str, baseline: str) -> list[tuple[float, str]]:
-    """``(difference, prompt_id)`` pairs of ``paired_differences``, in its order."""
+def paired_by_prompt(rows: Sequence[Row], measure: str, method: str, baseline: str = BASELINE) -> list[tuple[float, str]]:
+    """``(difference, prompt_id)`` pairs of ``paired_differences``, in its order (for prompt-resampled intervals)."""
     def index(name: str) -> dict[tuple[str, str, int], float]:
         out = {}
         for r in rows:

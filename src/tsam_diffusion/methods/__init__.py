@@ -60,5 +60,17 @@ def resolve_method(method: GuidanceConfig | str | None, default_preset: str) -> 
     raise TypeError(f"method must be a guidance config, a method name or None, got {type(method).__name__}")
 
 
-__all__ = ["METHODS", "AttendExciteConfig", "ConformConfig", "GuidanceConfig", "SynGenConfig", "TSAMConfig", "from_name", "method_class", "method_names",
+def config_from_dict(data: dict[str, Any] | None) -> GuidanceConfig | None:
+    """The config a ``to_dict()`` came from (a benchmark run's stored method), or None for plain sampling."""
+    if data is None:
+        return None
+    fields = dict(data)
+    cls = method_class(fields.pop("method", TSAMConfig.method))
+    try:
+        return cls(**fields)
+    except TypeError as e:
+        raise ValueError(f"stored {cls.method} config does not fit this version's {cls.__name__}: {e}") from e
+
+
+__all__ = ["METHODS", "AttendExciteConfig", "ConformConfig", "GuidanceConfig", "SynGenConfig", "TSAMConfig", "config_from_dict", "from_name", "method_class", "method_names",
            "resolve_method"]
