@@ -84,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .analysis.cli import add_analyze_parser
     from .bench.cli import add_bench_parser
     from .mini.cli import add_mini_parser
+    from .study.cli import add_study_parser
 
     add_bench_parser(sub, formatter_class=HelpFormatter)
     add_analyze_parser(sub, formatter_class=HelpFormatter)
+    add_study_parser(sub, formatter_class=HelpFormatter)
     add_mini_parser(sub, formatter_class=HelpFormatter)
     return parser
 

@@ -91,6 +91,8 @@ class RunDB:
         except sqlite3.Error as e:
             raise _db_error(self.path, e) from None
 
+    connection = _connect  # for other tables kept in the run's database (``tsam study``)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error)."""

@@ -117,6 +117,7 @@ class Report:
     ci_level: float = 0.95
     bootstrap_samples: int = 2000
     min_prompts: int = MIN_PROMPTS
+    study: dict[str, Any] | None = None  # ``tsam study``'s results when the run holds a study
 
     @property
     def title(self) -> str:
@@ -172,7 +173,7 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
     report = Report(run_dir=run_dir, settings=db.settings(), method_configs=configs,
                     model=images[0].get("model"), versions=images[0].get("versions") or {},
                     suites=suites, methods=methods, measure_names=measure_names,
-                    ci_level=1 - alpha, bootstrap_samples=n_boot, min_prompts=min_prompts)
+                    ci_level=1 - alpha, bootstrap_samples=n_boot, min_prompts=min_prompts, study=_study(run_dir))
 
     def ci(values: Sequence[float], groups: Sequence[str]) -> tuple[float, float, float]:  # prompts resampled
         return bootstrap_ci(values, n=n_boot, alpha=alpha, seed=seed, groups=groups, min_units=min_prompts)
@@ -219,6 +220,17 @@ def build_report(run_dir: str | Path, *, max_prompts: int = GRID_PROMPTS, n_boot
                                           "mean": mean, "lo": lo, "hi": hi})
         report.grids.append({"suite": suite, "methods": smethods, "rows": _grid(srows, smethods, max_prompts)})
     return report
+
+
+def _study(run_dir: str | Path) -> dict[str, Any] | None:
+    """The human study's results (``tsam study``), or None when the run has none."""
+    from ..study.results import study_results
+    from ..study.store import StudyError, StudyStore
+
+    try:
+        return study_results(StudyStore(run_dir))
+    except StudyError:
+        return None
 
 
 def make_report(run_dir: str | Path, out_html: str | Path | None = None, *,

@@ -225,6 +225,18 @@ def _html(report: Report) -> str:
                 rows.append(cells)
             s += _html_table(["prompt", *grid["methods"]], rows, "grid")
         sections += s
+    if report.study is not None:
+        from ..study.results import table_rows
+
+        toc.append('<li><a href="#study">Human study</a></li>')
+        st = report.study
+        sections += ['<h2 id="study">Human study</h2>',
+                     f'<p class="note">{st["participants"]} participants, {st["answers"]} answers; {len(st["flagged"])} '
+                     "flagged by an attention check. Win / lose / tie from the first method's side, 95% intervals "
+                     "resampling participants and prompts.</p>"]
+        for name, rows in st["tables"].items():
+            header, cells = table_rows(rows)
+            sections += [f"<h3>{_h(name)}</h3>", *_html_table(header, [[_h(c) for c in r] for r in cells])]
     toc.append('<li><a href="#configuration">Configuration</a></li>')
     toc.append("</ul>")
     conf = ['<h2 id="configuration">Configuration</h2>', "<h3>Settings</h3>", f"<pre>{_h(_json(report.settings))}</pre>"]

@@ -144,6 +144,10 @@ def _markdown(report: Report, md_dir: Path, chart_name: str | None) -> str:
                     cells.append(f'<img src="{src}" width="{MD_THUMB_PX}" alt="{html.escape(m)}">')
                 body.append([f"{_md(row['prompt'])} (seed {row['seed']})", *cells])
             out += _md_table(["prompt", *(_md(m) for m in grid["methods"])], body)
+    if report.study is not None:
+        from ..study.results import markdown as study_markdown
+
+        out += ["## Human study", "", study_markdown(report.study), ""]
     out += ["## Configuration", "", "### Settings", "", "```json", _json(report.settings), "```", ""]
     for name, config in report.method_configs.items():
         out += [f"### Method `{name}`", "", "```json", _json(config), "```", ""]
