@@ -67,6 +67,11 @@ def test_draw_is_reproducible_and_mixes_in_attention_checks(run):
         draw(run, ["tsam:conform"])
     with pytest.raises(ValueError, match="METHOD_A:METHOD_B"):
         parse_pairs("tsam")
+    empty = run.parent / "empty"
+    empty.mkdir()
+    RunDB(empty)
+    with pytest.raises(ValueError, match="has no images yet"):
+        draw(empty, ["tsam:vanilla"])
 
 
 def test_answers_map_sides_to_methods_and_refuse_what_was_not_asked(run):
@@ -234,6 +239,10 @@ def test_study_cli(run, capsys):
     assert main(["study", "create", str(run), "--pairs", "tsam:nothing"]) == 2
     assert "does not name two different methods" in capsys.readouterr().err
     assert main(["study", "results", str(run.parent / "none")]) in (1, 2)
+    assert "holds no benchmark run" in capsys.readouterr().err
+    bare = make_run(run.parent / "bare")
+    assert main(["study", "serve", str(bare)]) == 2
+    assert "has no study yet; draw one with `tsam study create" in capsys.readouterr().err
 
 
 def test_bench_report_shows_the_study(run):

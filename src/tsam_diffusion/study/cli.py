@@ -33,7 +33,7 @@ def add_study_parser(sub: Any, formatter_class: Any = argparse.HelpFormatter) ->
                         description="Serve RUN_DIR's study: participants open http://HOST:PORT/ . Answers are stored as "
                                     "they are given; stopping or restarting the server loses none.",
                         formatter_class=formatter_class)
-    s.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    s.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory with a study (`tsam study create`)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for a network)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     s.add_argument("--admin-token", default=None, metavar="TOKEN", help="protect /results with ?token=TOKEN")
@@ -44,7 +44,7 @@ def add_study_parser(sub: Any, formatter_class: Any = argparse.HelpFormatter) ->
                                     "resampling participants and prompts, participants, answers, agreement, and "
                                     "attention-check failures (flagged participants left out of the main table).",
                         formatter_class=formatter_class)
-    r.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    r.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory with a study (`tsam study create`)")
     r.set_defaults(func=results_command)
 
 
