@@ -215,6 +215,17 @@ def scored_run(tsam_pipe, tmp_path):
     return run
 
 
+def test_outcome_verdicts_from_shapes_and_tifa_scores():
+    from tsam_diffusion.analysis.outcomes import verdicts
+
+    assert verdicts({"shapes/presence": 1.0, "shapes/binding": 0.5}) == (True, False)
+    assert verdicts({"shapes/presence": 0.5}) == (False, None)
+    tifa = {"tifa/correct:object": 2.0, "tifa/questions:object": 2.0, "tifa/correct:color": 1.0, "tifa/questions:color": 2.0}
+    assert verdicts(tifa) == (True, False)
+    assert verdicts({"tifa/correct:object": 1.0, "tifa/questions:object": 2.0}) == (False, None)
+    assert verdicts({"clip/full": 0.3}) == (None, None)
+
+
 def test_analyze_outcomes_replays_exactly_and_resumes(tsam_pipe, scored_run, tmp_path):
     from tsam_diffusion.analysis.outcomes import analyze_outcomes
 
