@@ -156,6 +156,7 @@ def test_app_flow_security_and_resume(run):
         r = client.get(bad)
         assert r.status_code in (400, 404) and b"SQLite" not in r.content
     assert client.get(f"/img/{pid}/999/left").status_code == 400
+    assert client.get(f"/img/{other}/{seen[0]}/left").status_code == 400  # never shown to that participant
     assert client.post(f"/p/{pid}/answer", content=b"x" * 5000,
                        headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
     assert client.get("/results").status_code == 403 and "tsam vs vanilla" in client.get("/results?token=s3cret").text
@@ -167,13 +168,15 @@ def test_images_outside_the_run_are_never_served(run, tmp_path):
 
     from tsam_diffusion.study.app import create_app
 
-    items = create(run, prompts=2, seeds=1)
+    create(run, prompts=2, seeds=1)
     (tmp_path / "secret.png").write_bytes(b"not yours")
     with RunDB(run).transaction() as con:  # a tampered database pointing outside the run directory
         con.execute("UPDATE study_items SET image_a = '../secret.png'")
     client = TestClient(create_app(run))
-    pid = client.post("/start", follow_redirects=False).headers["location"].rsplit("/", 1)[1]
-    r = client.get(f"/img/{pid}/{items[0]['item_id']}/left"), client.get(f"/img/{pid}/{items[0]['item_id']}/right")
+    url = client.post("/start", follow_redirects=False).headers["location"]
+    pid = url.rsplit("/", 1)[1]
+    item_id = int(client.get(url).text.split('name="item_id" value="')[1].split('"')[0])
+    r = client.get(f"/img/{pid}/{item_id}/left"), client.get(f"/img/{pid}/{item_id}/right")
     assert sorted(x.status_code for x in r) == [200, 404] and all(b"not yours" not in x.content for x in r)
 
 

@@ -24,6 +24,17 @@ GUIDED = "tests/test_guided_numbers.py"
 
 # (id, file from the repository root, old text, new text, tests that must fail)
 MUTATIONS: list[tuple[str, str, str, str, str]] = [
+    # tsam study (issue 14)
+    ("study-winner-swapped", "src/tsam_diffusion/study/store.py", 'else (left if choice == "left" else ("b" if left == "a" else "a"))',
+     'else (left if choice == "right" else ("b" if left == "a" else "a"))', "tests/test_study.py::test_answers_map_sides_to_methods_and_refuse_what_was_not_asked"),
+    ("study-images-unshown", "src/tsam_diffusion/study/app.py", "left = store.shown_left(pid, item_id)",
+     "left = store.serve(pid, item_id, left_side(pid, item_id))", "tests/test_study.py::test_app_flow_security_and_resume"),
+    ("study-traversal", "src/tsam_diffusion/study/store.py", "if root not in path.parents or not path.is_file():",
+     "if not path.is_file():", "tests/test_study.py::test_images_outside_the_run_are_never_served"),
+    ("study-no-body-limit", "src/tsam_diffusion/study/app.py", "MAX_BODY = 4096", "MAX_BODY = 1 << 20",
+     "tests/test_study.py::test_app_flow_security_and_resume"),
+    ("study-kappa-chance", "src/tsam_diffusion/study/results.py", "p_e = float((p_k**2).sum())", "p_e = 1.0 / len(OUTCOMES)",
+     "tests/test_study.py::test_results_by_hand"),
     # tsam analyze (issue 13)
     ("ranks-ties", "src/tsam_diffusion/analysis/stats.py", "avg = (starts + ends + 1) / 2.0", "avg = (starts + ends) / 2.0",
      "tests/test_analysis.py::test_auc_ks_correlations_on_known_cases"),

@@ -131,7 +131,7 @@ and come back later with the id shown at the bottom of each page.</p>
             raise StudyError("an image is 'left' or 'right'")
         store.check_participant(pid)
         item = store.item(item_id)
-        left = store.serve(pid, item_id, left_side(pid, item_id))
+        left = store.shown_left(pid, item_id)  # only images of items this participant's pages showed
         which = left if side == "left" else ("b" if left == "a" else "a")
         return FileResponse(store.image_path(item[f"image_{which}"]), media_type="image/png")
 

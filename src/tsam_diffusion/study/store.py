@@ -116,6 +116,14 @@ class StudyStore:
             con.execute("INSERT INTO study_served VALUES (?, ?, ?, ?)", (pid, item_id, left, time.time()))
         return left
 
+    def shown_left(self, pid: str, item_id: int) -> str:
+        """The side shown on the left of an item this participant has been shown (StudyError if none)."""
+        with self.db.connection() as con:
+            row = con.execute("SELECT left FROM study_served WHERE pid = ? AND item_id = ?", (pid, item_id)).fetchone()
+        if row is None:
+            raise StudyError(f"item {item_id} has not been shown to this participant")
+        return row[0]
+
     def answer(self, pid: str, item_id: int, choice: str) -> None:
         """Store one answer, transactionally, with the time since the item was served."""
         if choice not in CHOICES:
