@@ -234,6 +234,8 @@ def test_analyze_outcomes_replays_exactly_and_resumes(tsam_pipe, scored_run, tmp
     assert s["images"] == 6 and s["replay_max_diff"] <= 1  # the run batched seeds 0+1, then 2; the replay 0+1+2
     assert (s["presence"]["n_correct"], s["presence"]["n_incorrect"]) == (4, 2)  # seed 1 misses an object
     assert (s["binding"]["n_correct"], s["binding"]["n_incorrect"]) == (2, 2)  # seed 1 not judged for binding
+    assert s["per_method"]["vanilla"]["images"] == 6 and s["per_method"]["vanilla"]["present"] == pytest.approx(4 / 6)
+    assert s["per_method"]["vanilla"]["bound"] == pytest.approx(2 / 4)  # of the 4 with every object present
     table = (out / "images.csv").read_text().splitlines()
     assert len(table) == 7 and (out / "presence.svg").exists() and (out / "binding.png").exists()
 

@@ -177,9 +177,21 @@ def summarise(rows: list[dict[str, Any]], done: dict[str, dict[str, Any]], out: 
                                 f"map cosine similarity at step {step} ({measure})",
                                 f"{name}: AUC correct > incorrect {stats['auc']:.3f}")
         summary["figures"] += output.save_figure(fig, out, f"{name}")
+    summary["per_method"] = {m: _method_means([t for t in table if t["method"] == m]) for m in methods}
     output.write_json(out / "summary.json", summary)
     write_text(out / "README.txt", report(summary) + "\n")
     return summary
+
+
+def _method_means(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: how often objects are present and bound, and the mean map similarities (to compare methods)."""
+    def mean(key: str, keep: Any = lambda t: True) -> float:
+        v = [float(t[key]) for t in rows if keep(t) and t[key] is not None and not (isinstance(t[key], float) and math.isnan(t[key]))]
+        return float(np.mean(v)) if v else math.nan
+
+    return {"images": len(rows), "present": mean("present"), "bound": mean("bound", lambda t: t["present"]),
+            "objects_cos": mean("objects_cos"), "bound_cos": mean("bound_cos"),
+            "unbound_attribute_cos": mean("unbound_attribute_cos")}
 
 
 def _mean(values: list[float]) -> float:
@@ -190,6 +202,10 @@ def report(summary: dict[str, Any]) -> str:
     lines = [f"{summary['images']} images of {', '.join(summary['methods'])}, maps at step {summary['step']}; replayed "
              f"images identical to the stored ones: {summary['replay_exact']:.1%}, largest pixel difference "
              f"{summary['replay_max_diff']} of 255 (other seeds batched together change float rounding)"]
+    for m, s in summary.get("per_method", {}).items():
+        lines.append(f"{m}: all present {s['present']:.3f}, all bound (when present) {s['bound']:.3f}; mean map cosine: "
+                     f"objects {s['objects_cos']:.3f}, colour-own noun {s['bound_cos']:.3f}, colour-other noun "
+                     f"{s['unbound_attribute_cos']:.3f}")
     for name in ("presence", "binding"):
         s = summary.get(name, {})
         if "auc" not in s:
