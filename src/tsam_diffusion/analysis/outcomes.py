@@ -201,7 +201,8 @@ def _mean(values: list[float]) -> float:
 def report(summary: dict[str, Any]) -> str:
     lines = [f"{summary['images']} images of {', '.join(summary['methods'])}, maps at step {summary['step']}; replayed "
              f"images identical to the stored ones: {summary['replay_exact']:.1%}, largest pixel difference "
-             f"{summary['replay_max_diff']} of 255 (other seeds batched together change float rounding)"]
+             f"{summary['replay_max_diff']} of 255 (float rounding differs with the batch and thread count; guided "
+             "updates can amplify it)"]
     for m, s in summary.get("per_method", {}).items():
         lines.append(f"{m}: all present {s['present']:.3f}, all bound (when present) {s['bound']:.3f}; mean map cosine: "
                      f"objects {s['objects_cos']:.3f}, colour-own noun {s['bound_cos']:.3f}, colour-other noun "
