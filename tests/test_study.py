@@ -2,11 +2,8 @@
 (security, resume, forged answers) through its HTTP interface, and 200 participants at once on a real server."""
 import math
 import shutil
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ from PIL import Image
 
 from tsam_diffusion.bench.db import RunDB
 from tsam_diffusion.cli import main
+from tsam_diffusion.study.app import serving
 from tsam_diffusion.study.results import agreement, shares_ci, study_results
 from tsam_diffusion.study.sample import draw, parse_pairs
 from tsam_diffusion.study.store import StudyError, StudyStore
@@ -181,34 +179,6 @@ def test_images_outside_the_run_are_never_served(run, tmp_path):
 
 
 _CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@contextmanager
-def serving(run):
-    """The study app on a real uvicorn server in a thread; yields its base URL."""
-    import httpx
-    import uvicorn
-
-    from tsam_diffusion.study.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(base + "/", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_two_hundred_participants_at_once(run):

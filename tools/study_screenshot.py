@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import httpx
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from tsam_diffusion.bench.run import parse_methods, run_benchmark
 from tsam_diffusion.bench.suites import Prompt
-from tsam_diffusion.study.app import create_app
+from tsam_diffusion.study.app import serving
 from tsam_diffusion.study.sample import draw
 from tsam_diffusion.study.store import StudyStore
 
@@ -32,20 +27,8 @@ def main() -> None:
     run_benchmark(prompts, parse_methods("vanilla,tsam"), [3], run, model="tsam-mini", progress=False)
     items, settings = draw(run, ["tsam:vanilla"], check_every=10)
     StudyStore(run, create=True).replace_items([i for i in items if i["kind"] == "pair"], settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(base, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    with sync_playwright() as p:
+    with serving(run) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 720})
         page.goto(base + "/")
@@ -54,7 +37,6 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.out), full_page=True)
         browser.close()
-    server.should_exit = True
     print(args.out)
 
 

@@ -44,7 +44,7 @@ def add_analyze_parser(sub: Any, formatter_class: Any = argparse.HelpFormatter) 
                                     "sink token (BOS/[CLS]; T5's </s>) against the other tokens; heatmaps of the "
                                     "embedding similarity and T'^3.", formatter_class=formatter_class)
     model_options(t)
-    t.add_argument("--embeddings", default="denoiser", choices=["denoiser", "encoder-output"],
+    t.add_argument("--embeddings", default="denoiser", choices=("denoiser", "encoder-output"),  # text.EMBEDDINGS
                    help="whose cosine similarity: denoiser (default) = the states the cross-attention keys are made "
                         "from; encoder-output = the text encoder's last hidden states (the same for SD and PixArt; "
                         "tsam-mini's UNet reads MiniLM's input embeddings instead)")

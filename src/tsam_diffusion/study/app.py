@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import html
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..bench.db import BenchError
 from .results import markdown, study_results
@@ -51,6 +52,36 @@ def left_side(pid: str, item_id: int) -> str:
 def page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>{STYLE}</head>"
             f"<body>{body}</body></html>")
+
+
+@contextmanager
+def serving(run_dir: str | Path, **kwargs: Any) -> Iterator[str]:
+    """The study on a real uvicorn server in a background thread (tests, screenshots); yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(run_dir, **kwargs), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(base + "/", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def create_app(run_dir: str | Path, *, admin_token: str | None = None, title: str = "Which image matches the text?") -> Any:
