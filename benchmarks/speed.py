@@ -1,4 +1,4 @@
-"""Speed of T-SAM against plain sampling, with a real model's exact block layout (SD 1.5, PixArt-alpha, SDXL).
+"""Speed of T-SAM against plain sampling, with a real model's exact block layout (SD 1.5, PixArt-alpha, SDXL, SD3, FLUX.1-dev).
 
 Builds, from configs with random weights, the layout named by ``--layout`` (``speed_layouts.py``:
 SD 1.5 by default; channels divided by ``--width-scale``) and times, from one run, at the same
@@ -6,7 +6,7 @@ prompt and seed:
 
 - ``reference``: diffusers' own pipeline (``StableDiffusionPipeline``, ``PixArtAlphaPipeline``, ...);
 - ``none``: ``TSAMPipeline`` with ``tsam=None``;
-- T-SAM presets by name (``sd-tifa``, ``sd-ae``, ``pixart``, ``sdxl``), and ``NAME+ckpt`` (gradient checkpointing);
+- T-SAM presets by name (``sd-tifa``, ``sd-ae``, ``pixart``, ``sdxl``, ``sd3``, ``flux``), and ``NAME+ckpt`` (gradient checkpointing);
 - with ``--methods``, the baselines ``attend-excite``, ``syngen`` and ``conform`` (objects "car", "clock";
   groups "black car|white clock"), and on SD 1.5 ``diffusers-ae``: diffusers' own
   ``StableDiffusionAttendAndExcitePipeline`` with the same settings, for the ratio to ``attend-excite``.
@@ -21,6 +21,8 @@ processors). Also the time of ``similarity_matrix`` + ``tsam_loss`` forward and 
     python benchmarks/speed.py --methods reference,attend-excite,diffusers-ae,syngen,conform   # the baselines
     python benchmarks/speed.py --layout pixart-alpha            # PixArt-XL-2-512x512's layout
     python benchmarks/speed.py --layout sdxl --width-scale 8    # SDXL's, 1024px
+    python benchmarks/speed.py --layout sd3 --size 512          # SD3-medium's (joint attention), 28 steps
+    python benchmarks/speed.py --layout flux-dev --size 512     # FLUX.1-dev's, 28 steps
 
 A script that prints figures (and ``--json`` writes them); it asserts nothing about time.
 """
@@ -33,7 +35,6 @@ import platform
 import statistics
 import threading
 import time
-from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
@@ -147,9 +148,12 @@ def forward_backward_to_last_read(forward: Callable[[torch.Tensor], Any], read: 
     outputs = []
 
     def stop(module, args, output):
-        outputs.append(output)
-        if len(outputs) == len(read):
+        outputs.extend(output if isinstance(output, tuple) else [output])  # joint attention: image and text outputs
+        stop.calls += 1
+        if stop.calls == len(read):
             raise _Stop
+
+    stop.calls = 0
 
     handles = [m.register_forward_hook(stop) for m in read]
     x = z.clone().requires_grad_(True)
@@ -165,24 +169,24 @@ def forward_backward_to_last_read(forward: Callable[[torch.Tensor], Any], read: 
         torch.autograd.grad(sum(o.float().square().mean() for o in outputs), x)
 
 
-def floor_pieces(tsam: TSAMPipeline, device: str, reps: int, size: int, call: dict[str, Any]) -> dict[str, float]:
+def floor_pieces(tsam: TSAMPipeline, device: str, reps: int, size: int, call: dict[str, Any], steps: int = 50,
+                 guidance: float | None = None) -> dict[str, float]:
     """Times of the pieces of the analytic floor, with diffusers' own (SDPA) processors: the adapter only
     builds the denoiser's inputs (prompt embeddings, added conditions) as the pipeline does."""
     adapter = tsam.adapter.configured(**call)
     denoiser = adapter.denoiser
-    cfg_cond = adapter.encode_prompt([PROMPT], None, 1, 7.5, (size, size))  # both branches: a sampling pass
+    scale = guidance if guidance is not None else adapter.default_guidance_scale
+    cfg_cond = adapter.encode_prompt([PROMPT], None, 1, scale, (size, size))  # a sampling pass (both branches with CFG)
     cond = adapter.encode_prompt([PROMPT], None, 1, 1.0, (size, size))  # the conditional branch: an update pass
-    h = w = size // tsam.pipe.vae_scale_factor
-    z = torch.randn(1, 4, h, w, device=device, dtype=denoiser.dtype)
-    tsam.pipe.scheduler.set_timesteps(50, device=device)
-    t = tsam.pipe.scheduler.timesteps[0]  # the first step: where updates happen (981 for SD 1.5's PNDM)
+    z = adapter.prepare_latents(1, size, size, torch.Generator("cpu").manual_seed(0), None)
+    t = adapter.timesteps(steps, size, size)[0][0]  # the first step: where updates happen (981 for SD 1.5's PNDM)
     denoiser.requires_grad_(False)
     preset = TSAMConfig.preset(adapter.default_preset)
     read = [layer.module for layer in select_layers(adapter.cross_attention_layers(size, size), preset, adapter.default_layers)]
 
     def full_forward() -> None:
         with torch.no_grad():
-            adapter.predict(z, t, cfg_cond, 7.5)
+            adapter.predict(z, t, cfg_cond, scale)
 
     def partial_fb() -> None:
         forward_backward_to_last_read(lambda x: adapter.forward_cond(x, t, cond), read, z)
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--width-scale", type=int, default=None, help="divide UNet/VAE channels (default 10 on CPU, 1 on GPU)")
     p.add_argument("--layout", default="sd15", choices=sorted(LAYOUTS), help="the model layout (default: sd15)")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the layout's: 50, SD3 and Flux 28)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the layout's: 512, SDXL 1024)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--methods", default=None, help="comma-separated (default: the layout's reference, none, preset, preset+ckpt)")
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     layout = LAYOUTS[args.layout]
     args.size = args.size or layout["size"]
+    args.steps = args.steps or layout.get("steps", 50)
     methods = (args.methods or layout["methods"]).split(",")
     if "diffusers-ae" in methods and args.layout != "sd15":
         p.error("diffusers-ae is diffusers' Stable Diffusion pipeline: use it with --layout sd15")
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
     print(f"machine: {machine(device)}\nlayout: {args.layout}, channels / {ws}, {args.size}px, {args.steps} steps, {args.dtype}, "
           f"reps {args.reps}")
-    pieces = floor_pieces(tsam, device, max(3, args.reps), args.size, layout["call"])
+    pieces = floor_pieces(tsam, device, max(3, args.reps), args.size, layout["call"], args.steps, layout.get("guidance"))
     print("pieces (s): " + ", ".join(f"{k} {v:.4f}" for k, v in pieces.items()))
     results: dict[str, dict[str, Any]] = {}
     for name in methods:

@@ -267,7 +267,7 @@ def test_unsupported_pipeline():
 @pytest.mark.parametrize("kw,match", [(dict(num_inference_steps=0), "num_inference_steps"),
                                       (dict(num_images_per_prompt=0), "num_images_per_prompt"),
                                       (dict(height=100), "multiples of 8"),
-                                      (dict(tsam="nope"), "unknown method 'nope'; choose one of: tsam, tsam:mini"),
+                                      (dict(tsam="nope"), "unknown method 'nope'; choose one of: tsam, tsam:flux, tsam:mini"),
                                       (dict(tsam=3), "guidance config, a method name or None"),
                                       (dict(method="tsam:nope"), "unknown tsam preset 'nope'"),
                                       (dict(method="attend-excite", tokens=3), "tokens must be")])

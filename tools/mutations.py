@@ -24,6 +24,25 @@ GUIDED = "tests/test_guided_numbers.py"
 
 # (id, file from the repository root, old text, new text, tests that must fail)
 MUTATIONS: list[tuple[str, str, str, str, str]] = [
+    # SD3 and Flux: joint attention (issue 15)
+    ("joint-raw-probabilities", "src/tsam_diffusion/adapters/joint.py", "    return scores.softmax(-1)",
+     "    return scores.exp() / (scores.exp().sum(-1, keepdim=True) + 1.0)",
+     "tests/test_mmdit.py::test_sd3_maps_are_the_joint_probabilities_renormalised_over_text"),
+    ("flux-rotary-positions", "src/tsam_diffusion/adapters/flux.py", "q = apply_rotary_emb(q, (cos[n:], sin[n:]), sequence_dim=1)",
+     "q = apply_rotary_emb(q, (cos[:q.shape[1]], sin[:q.shape[1]]), sequence_dim=1)",
+     "tests/test_mmdit.py::test_flux_maps_are_the_joint_probabilities_renormalised_over_text"),
+    ("sd3-no-key-norm", "src/tsam_diffusion/adapters/sd3.py", "    if attn.norm_added_k is not None:\n        k = attn.norm_added_k(k)",
+     "", "tests/test_mmdit.py::test_sd3_maps_are_the_joint_probabilities_renormalised_over_text"),
+    ("sd3-t5-offset", "src/tsam_diffusion/adapters/sd3.py", "masked=False, offset=pipe.tokenizer_max_length)", "masked=False)",
+     "tests/test_mmdit.py::test_text_attention_positions"),
+    ("flux-no-guidance-in-update", "src/tsam_diffusion/adapters/flux.py", "guidance=None if guidance is None else guidance.expand(x.shape[0]),",
+     "guidance=None if guidance is None or torch.is_grad_enabled() else guidance.expand(x.shape[0]),",
+     "tests/test_mmdit.py::test_update_pass_gets_the_conditional_inputs_of_sampling"),
+    ("sd3-uncond-pooled-in-update", "src/tsam_diffusion/adapters/sd3.py", 'extra={"pooled": pooled_all, "pooled_cond": pooled}',
+     'extra={"pooled": pooled_all, "pooled_cond": pooled_all[:len(pooled)]}',
+     "tests/test_mmdit.py::test_update_pass_gets_the_conditional_inputs_of_sampling"),
+    ("mmdit-no-early-exit", "src/tsam_diffusion/attention.py", "            if self.early_exit:\n                raise EarlyExit",
+     "            pass", "tests/test_mmdit.py::test_update_reaches_the_latent_and_stops_after_the_last_block_read"),
     # tsam study (issue 14)
     ("study-winner-swapped", "src/tsam_diffusion/study/store.py", 'else (left if choice == "left" else ("b" if left == "a" else "a"))',
      'else (left if choice == "right" else ("b" if left == "a" else "a"))', "tests/test_study.py::test_answers_map_sides_to_methods_and_refuse_what_was_not_asked"),
@@ -130,7 +149,7 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "cond.cond, torch.ones_like(cond.extra[\"cond_mask\"]), cond.extra[\"added_cond\"])", "tests/test_pixart.py::test_maps_use_the_prompt_mask"),
     ("pixart-micro-conditions-size", "src/tsam_diffusion/adapters/pixart.py", "added = {\"resolution\": torch.tensor([h, w])",
      "added = {\"resolution\": torch.tensor([w, h])", "tests/test_pixart.py::test_micro_conditions_at_1024_are_the_pipelines"),
-    ("sdxl-one-encoder", "src/tsam_diffusion/adapters/sdxl.py", "for enc_texts in per_encoder])[:, None]",
+    ("sdxl-one-encoder", "src/tsam_diffusion/adapters/clip.py", "for enc_texts in per_encoder])[:, None]",
      "for enc_texts in per_encoder[:1]])[:, None]", "tests/test_sdxl.py::test_t_is_the_mean_of_both_encoders"),
     ("sdxl-uncond-pooled-in-update", "src/tsam_diffusion/adapters/sdxl.py", 'added = {"text_embeds": pooled, "time_ids"',
      'added = {"text_embeds": uncond_pooled if do_cfg else pooled, "time_ids"',

@@ -12,7 +12,7 @@ for an update.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -25,10 +25,14 @@ class EarlyExit(Exception):
 class CrossAttentionRecorder:
     """Collects head-averaged cross-attention probabilities from a fixed set of layers."""
 
-    def __init__(self, modules: dict[str, Attention], *, early_exit: bool = True, keep_heads: bool = False) -> None:
+    def __init__(self, modules: dict[str, Attention], *, early_exit: bool = True, keep_heads: bool = False,
+                 processors: dict[str, Callable[["CrossAttentionRecorder", Any], Any]] | None = None) -> None:
         if not modules:
             raise ValueError("no cross-attention layers to record")
         self.modules = modules
+        # name -> factory(recorder, original processor) of a recording processor for layers that are not
+        # plain cross-attention (joint attention: ``adapters.joint``); the others get ``_RecordingProcessor``
+        self.processors = processors or {}
         self.early_exit = early_exit
         self.keep_heads = keep_heads  # record [B, heads, Nq, s] per layer (analysis) instead of the heads' mean
         self.active = False
@@ -41,7 +45,7 @@ class CrossAttentionRecorder:
         """Install the recording processors for the duration of the block, then restore the originals."""
         for name, module in self.modules.items():
             self._original[name] = module.processor
-            module.set_processor(_RecordingProcessor(self, module.processor))
+            module.set_processor(self.processors.get(name, _RecordingProcessor)(self, module.processor))
         try:
             yield self
         finally:
@@ -58,6 +62,12 @@ class CrossAttentionRecorder:
             yield self
         finally:
             self.active = False
+
+    @classmethod
+    def of(cls, layers: list[Any], **kwargs: Any) -> "CrossAttentionRecorder":
+        """A recorder on ``layers`` (``adapters.CrossAttentionLayer``), each with its own recording processor."""
+        return cls({layer.name: layer.module for layer in layers},
+                   processors={layer.name: layer.recording for layer in layers if layer.recording is not None}, **kwargs)
 
     def run(self, forward: Callable[[], object]) -> None:
         """Run a denoiser pass under ``capture``, stopping it at ``EarlyExit``."""

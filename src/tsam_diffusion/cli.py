@@ -24,9 +24,10 @@ SLUG_MAX = 60
 _MODEL_HELP = (
     "hub id or local folder of a diffusers text-to-image pipeline (default: %(default)s). "
     "tsam-mini is the bundled model: trained on ShapesWorld (coloured circles, squares, triangles "
-    "and crosses, 32x32), it runs offline on a CPU in seconds. tiny-sd, tiny-pixart and "
-    "tiny-pixart-sigma are built-in random, untrained pipelines for smoke tests. For real use pass e.g. "
-    "stable-diffusion-v1-5/stable-diffusion-v1-5, PixArt-alpha/PixArt-XL-2-512x512 or a folder written by "
+    "and crosses, 32x32), it runs offline on a CPU in seconds. tiny-sd, tiny-sdxl, tiny-pixart, "
+    "tiny-pixart-sigma, tiny-sd3 and tiny-flux are built-in random, untrained pipelines for smoke tests. For real "
+    "use pass e.g. stable-diffusion-v1-5/stable-diffusion-v1-5, PixArt-alpha/PixArt-XL-2-512x512, "
+    "stabilityai/stable-diffusion-3-medium-diffusers, black-forest-labs/FLUX.1-dev or a folder written by "
     "save_pretrained; without "
     "network access the weights must already be present locally (Hugging Face cache or a local folder)."
 )

@@ -76,7 +76,7 @@ class Guidance:
         self.map_size = (layers[0].height, layers[0].width)
         diagnostics.layers = [layer.name for layer in layers]
         diagnostics.map_size = self.map_size
-        self.recorder = CrossAttentionRecorder({layer.name: layer.module for layer in layers})
+        self.recorder = CrossAttentionRecorder.of(layers)
         self.grad_scale = 2.0**12  # float16 loss scale for the backward (see _latent_gradient)
 
     @property

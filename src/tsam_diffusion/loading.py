@@ -16,6 +16,8 @@ BUILTIN_MODELS: dict[str, Callable[..., Any]] = {
     "tiny-sdxl": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_sdxl(**kw),
     "tiny-pixart": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_pixart(**kw),
     "tiny-pixart-sigma": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_pixart(sigma=True, **kw),
+    "tiny-sd3": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_sd3(**kw),
+    "tiny-flux": lambda **kw: import_module("tsam_diffusion.tiny").build_tiny_flux(**kw),
 }
 """Built-in pipelines that need no download (name -> builder, imported when used)."""
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 from .adapters import adapter_for
 from .diagnostics import Diagnostics
@@ -135,7 +134,7 @@ class TSAMPipeline:
 
         # 1. Prompt embeddings, timesteps and initial noise, exactly as the diffusers pipeline.
         cond = adapter.encode_prompt(prompts, negative_prompt, num_images_per_prompt, guidance_scale, (height, width))
-        timesteps, num_inference_steps = retrieve_timesteps(scheduler, num_inference_steps, adapter.device)
+        timesteps, num_inference_steps = adapter.timesteps(num_inference_steps, height, width)
         latents = adapter.prepare_latents(len(prompt_index), height, width, generator, latents)
         extra_step_kwargs = adapter.step_kwargs(generator)
 

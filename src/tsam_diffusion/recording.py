@@ -38,7 +38,7 @@ class MapRecording:
                                config or resolve_method("default", adapter.default_preset), adapter.default_layers)
         self.map_size = (layers[0].height, layers[0].width)
         self.layers = [layer.name for layer in layers]
-        self.recorder = CrossAttentionRecorder({layer.name: layer.module for layer in layers})
+        self.recorder = CrossAttentionRecorder.of(layers)
         self.tokens = ContentTokens(adapter.text_attention(prompts), prompt_index, adapter.device, diagnostics)
         diagnostics.layers, diagnostics.map_size = self.layers, self.map_size  # as guidance's (same config)
 

@@ -1,4 +1,4 @@
-"""``tiny-sd``, ``tiny-sdxl``, ``tiny-pixart``, ``tiny-pixart-sigma``: tiny, randomly initialised pipelines that run anywhere.
+"""``tiny-sd``, ``tiny-sdxl``, ``tiny-pixart``, ``tiny-pixart-sigma``, ``tiny-sd3``, ``tiny-flux``: tiny, randomly initialised pipelines that run anywhere.
 
 Same classes as SD 1.5 (CLIPTextModel + the real CLIP tokenizer, UNet2DConditionModel,
 AutoencoderKL, PNDMScheduler with SD 1.5's settings) at about 3 million parameters, built
@@ -125,6 +125,104 @@ def _sharpen_cross_attention(model: torch.nn.Module, factor: float = 4.0) -> Non
         if name.endswith("attn2"):
             module.to_q.weight.data.mul_(factor)
             module.to_k.weight.data.mul_(factor)
+
+
+def _sharpen_joint_attention(model: torch.nn.Module, factor: float = 4.0) -> None:
+    """As ``_sharpen_cross_attention`` for joint attention: scale the image queries and the text keys."""
+    for block in model.transformer_blocks:
+        block.attn.to_q.weight.data.mul_(factor)
+        block.attn.add_k_proj.weight.data.mul_(factor)
+
+
+def _tiny_t5(tokenizer: Any, d_model: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2,
+                                   num_heads=4, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+                                   decoder_start_token_id=0))
+
+
+def _tiny_clip_config(hidden: int, pad: int):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3,
+                          num_attention_heads=4, max_position_embeddings=77, projection_dim=hidden, hidden_act="gelu",
+                          bos_token_id=49406, eos_token_id=49407, pad_token_id=pad)
+
+
+def _tiny_flow_vae(sample_size: int):
+    """A 2x AutoencoderKL with SD3/Flux-style scaling and shift factors (4 latent channels, not 16)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         layers_per_block=1, sample_size=sample_size, scaling_factor=1.5305, shift_factor=0.0609,
+                         use_quant_conv=False, use_post_quant_conv=False)
+
+
+def build_tiny_sd3(*, seed: int = 0, num_layers: int = 6, qk_norm: str | None = None, dynamic_shifting: bool = False,
+                   torch_dtype: torch.dtype | None = None, **_: Any):
+    """A tiny SD3 pipeline: two CLIP encoders with projection (the real tokenizer, the second padding with
+    ``!``), a T5 encoder with ``t5_tokenizer()``, an ``SD3Transformer2DModel`` (``num_layers`` joint blocks,
+    patch 2; ``qk_norm="rms_norm"``: SD3.5's), a 2x VAE with shift factor, flow-matching Euler (shift 3;
+    ``dynamic_shifting``: resolution-dependent ``mu`` as SD3.5 may use). 64x64 images: a 16x16 patch grid
+    (M = 256, as SD 1.5's 16x16 maps); the default layers are the middle third of the blocks."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer_3 = t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=4, num_layers=num_layers,
+                                            attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+                                            caption_projection_dim=32, pooled_projection_dim=64, out_channels=4,
+                                            pos_embed_max_size=32, qk_norm=qk_norm)
+        _sharpen_joint_attention(transformer)
+        vae = _tiny_flow_vae(64)
+        text_encoder = CLIPTextModelWithProjection(_tiny_clip_config(32, 49407))
+        text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(32, 0))
+        text_encoder_3 = _tiny_t5(tokenizer_3, 64)
+    shift = dict(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.16) if dynamic_shifting else {}
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, **shift)
+    pipe = StableDiffusion3Pipeline(transformer=transformer.eval(), scheduler=scheduler, vae=vae.eval(),
+                                    text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                                    text_encoder_2=text_encoder_2.eval(), tokenizer_2=clip_tokenizer(pad_token="!"),
+                                    text_encoder_3=text_encoder_3.eval(), tokenizer_3=tokenizer_3)
+    if torch_dtype is not None:
+        pipe.to(torch_dtype)
+    return pipe
+
+
+def build_tiny_flux(*, seed: int = 0, num_layers: int = 4, num_single_layers: int = 2, guidance_embeds: bool = True,
+                    torch_dtype: torch.dtype | None = None, **_: Any):
+    """A tiny FLUX.1 pipeline: a CLIP encoder (pooled only), a T5 encoder with ``t5_tokenizer()``, a
+    ``FluxTransformer2DModel`` (``num_layers`` double-stream and ``num_single_layers`` single-stream
+    blocks, rotary embeddings, ``guidance_embeds``: dev's distilled guidance, False: schnell), a 2x VAE
+    with shift factor, flow-matching Euler with dynamic shifting as Flux's. 64x64 images by default
+    (``default_sample_size`` set to 32): 2x2-packed latents on a 16x16 grid (M = 256)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    tokenizer_2 = t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=num_layers,
+                                             num_single_layers=num_single_layers, attention_head_dim=16, num_attention_heads=2,
+                                             joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+                                             axes_dims_rope=(4, 4, 8))
+        _sharpen_joint_attention(transformer)
+        vae = _tiny_flow_vae(64)
+        text_encoder = CLIPTextModel(_tiny_clip_config(32, 49407))
+        text_encoder_2 = _tiny_t5(tokenizer_2, 32)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                                                base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                                                max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                        text_encoder_2=text_encoder_2.eval(), tokenizer_2=tokenizer_2, transformer=transformer.eval())
+    pipe.default_sample_size = 32  # 64x64 images (Flux's 128 would be 256x256 with this 2x VAE)
+    if torch_dtype is not None:
+        pipe.to(torch_dtype)
+    return pipe
 
 
 def build_tiny_pixart(*, seed: int = 0, sigma: bool = False, num_layers: int = 20, tokenizer: Any = None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
+from .flux import FluxAdapter
 from .mini import MiniAdapter
 from .pixart import PixArtAlphaAdapter, PixArtSigmaAdapter
+from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
 from .stable_diffusion import StableDiffusionAdapter
 
 ADAPTERS: list[type[ModelAdapter]] = [StableDiffusionAdapter, StableDiffusionXLAdapter, PixArtSigmaAdapter, PixArtAlphaAdapter,
-                                      MiniAdapter]
+                                      StableDiffusion3Adapter, FluxAdapter, MiniAdapter]
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
@@ -22,4 +24,4 @@ def adapter_for(pipe: Any) -> ModelAdapter:
     raise TypeError(f"{type(pipe).__name__} is not supported by tsam_diffusion; supported pipelines: {supported}")
 
 
-__all__ = ["ADAPTERS", "MiniAdapter", "Conditioning", "CrossAttentionLayer", "ModelAdapter", "PixArtAlphaAdapter", "PixArtSigmaAdapter", "PromptText", "StableDiffusionXLAdapter", "StableDiffusionAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "MiniAdapter", "Conditioning", "CrossAttentionLayer", "FluxAdapter", "ModelAdapter", "PixArtAlphaAdapter", "PixArtSigmaAdapter", "PromptText", "StableDiffusion3Adapter", "StableDiffusionXLAdapter", "StableDiffusionAdapter", "adapter_for"]

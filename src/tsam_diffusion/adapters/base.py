@@ -15,10 +15,11 @@ import warnings
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from diffusers.models.attention_processor import Attention
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 
 def scheduler_step_kwargs(scheduler: Any, generator: Any, eta: float = 0.0) -> dict[str, Any]:
@@ -67,6 +68,9 @@ class CrossAttentionLayer:
     module: Attention
     height: int  # query map size at the requested image size
     width: int
+    # factory(recorder, original processor) of the processor that records this layer's maps, for layers
+    # that are not plain cross-attention (joint attention, ``adapters.joint``); None: the recorder's own
+    recording: Callable[[Any, Any], Any] | None = None
 
     @property
     def queries(self) -> int:
@@ -86,6 +90,9 @@ class ModelAdapter(ABC):
     """Base class of the model-family adapters; see the module docstring."""
 
     pipeline_classes: ClassVar[tuple[type, ...]] = ()
+    # or their class names (matched along the pipeline's MRO), for families whose diffusers modules are
+    # imported only once such a pipeline exists (SD3, Flux: importing them is slow and noisy)
+    pipeline_names: ClassVar[tuple[str, ...]] = ()
     label: ClassVar[str] = ""  # the pipelines it supports, for error messages
     bidirectional: ClassVar[bool] = False  # the text encoder attends both ways (T5): appendix B.2
     # What a caller gets when it names none: the T-SAM preset (``tsam="default"``, ``tsam generate``),
@@ -147,7 +154,7 @@ class ModelAdapter(ABC):
 
     @classmethod
     def supports(cls, pipe: Any) -> bool:
-        return isinstance(pipe, cls.pipeline_classes)
+        return isinstance(pipe, cls.pipeline_classes) or any(c.__name__ in cls.pipeline_names for c in type(pipe).__mro__)
 
     @property
     @abstractmethod
@@ -174,6 +181,11 @@ class ModelAdapter(ABC):
     def sampling_size(self, height: int, width: int) -> tuple[int, int]:
         """The size sampled at for a requested one (PixArt's resolution binning); ``decode`` returns the requested one."""
         return height, width
+
+    def timesteps(self, num_inference_steps: int, height: int, width: int) -> tuple[torch.Tensor, int]:
+        """``(timesteps, num_inference_steps)`` as the diffusers pipeline sets them (flow-matching families:
+        their sigmas and resolution-dependent shift ``mu``)."""
+        return retrieve_timesteps(self.pipe.scheduler, num_inference_steps, self.device)
 
     def before_loop(self) -> None:
         """What the diffusers pipeline does to its scheduler right before the denoising loop (default: nothing)."""

@@ -1,4 +1,4 @@
-"""CLIP text encoders (SD 1.x/2.x, SDXL): their self-attention over a prompt's content tokens."""
+"""CLIP text encoders (SD 1.x/2.x, SDXL, SD3): their self-attention over a prompt's content tokens."""
 from __future__ import annotations
 
 from typing import Any
@@ -24,4 +24,18 @@ def clip_text_attention(tok: Any, enc: Any, prompts: list[str], device: torch.de
         tokens = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids[1:eos])]
         texts.append(PromptText(tokens, keep, attn[p], truncated(p, full_lengths[p], tok.model_max_length, len(tokens)),
                                 out.last_hidden_state[p]))
+    return texts
+
+
+def averaged_clip_attention(encoders: list[tuple[Any, Any]], prompts: list[str], device: torch.device) -> list[PromptText]:
+    """Several CLIP encoders reading the same token positions (SDXL, SD3): per prompt, each encoder's
+    maps averaged over its layers and heads, then over the encoders (``attentions`` ``[E, 1, N, N]``);
+    hidden states concatenated by feature, as the pipelines concatenate the encoders' states."""
+    per_encoder = [clip_text_attention(tok, enc, prompts, device) for tok, enc in encoders]
+    texts = []
+    for p, first in enumerate(per_encoder[0]):
+        maps = torch.stack([enc_texts[p].attentions.mean(dim=(0, 1)) for enc_texts in per_encoder])[:, None]
+        hidden = [enc_texts[p].hidden for enc_texts in per_encoder]
+        texts.append(PromptText(first.tokens, first.keep, maps, first.truncated,
+                                torch.cat(hidden, dim=-1) if all(h is not None for h in hidden) else None))
     return texts

@@ -20,7 +20,8 @@ from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
 from diffusers.utils.torch_utils import maybe_adjust_dtype_for_device
 
-from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText, eager_attention, truncated
+from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
+from .t5 import t5_text_attention
 
 BINS = {256: ASPECT_RATIO_2048_BIN, 128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}
 """diffusers' aspect-ratio bins by the transformer's ``sample_size`` (latent cells)."""
@@ -70,21 +71,8 @@ class PixArtAlphaAdapter(ModelAdapter):
         # The encoder sees the prompt as encode_prompt gives it (cleaned or lower-cased, truncated to
         # max_sequence_length); padding is masked out, so padding to the longest prompt of the batch
         # instead of to max_sequence_length leaves the real tokens' attention unchanged.
-        tok, enc, limit = self.pipe.tokenizer, self.pipe.text_encoder, self.options["max_sequence_length"]
-        texts = self._texts(prompts)
-        batch = tok(texts, padding="longest", max_length=limit, truncation=True, add_special_tokens=True, return_tensors="pt")
-        full_lengths = [len(ids) for ids in tok(texts, truncation=False).input_ids]
-        with torch.no_grad(), eager_attention(enc):
-            out = enc(batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device), output_attentions=True)
-        attn = torch.stack(out.attentions, dim=1)  # [P, L, H, N, N]
-        result = []
-        for p, ids in enumerate(batch.input_ids.tolist()):
-            n = int(batch.attention_mask[p].sum())
-            end = n - 1 if ids[n - 1] == tok.eos_token_id else n  # without </s> and padding (T5 has no BOS)
-            tokens = [t.lstrip("▁") or t for t in tok.convert_ids_to_tokens(ids[:end])]
-            result.append(PromptText(tokens, torch.arange(end), attn[p], truncated(p, full_lengths[p], limit, end),
-                                     out.last_hidden_state[p]))
-        return result
+        return t5_text_attention(self.pipe.tokenizer, self.pipe.text_encoder, self._texts(prompts),
+                                 self.options["max_sequence_length"], self.device)
 
     def encode_prompt(self, prompts, negative_prompt, num_images_per_prompt, guidance_scale, size=None) -> Conditioning:
         do_cfg = guidance_scale > 1.0

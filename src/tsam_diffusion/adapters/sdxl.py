@@ -19,7 +19,7 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import rescale_noise_cfg
 
 from .base import Conditioning, CrossAttentionLayer, ModelAdapter, PromptText
-from .clip import clip_text_attention
+from .clip import averaged_clip_attention
 from .unet import unet_cross_attention_layers
 
 TEXT_ATTENTION = ("both", "first", "second")
@@ -59,15 +59,7 @@ class StableDiffusionXLAdapter(ModelAdapter):
         return usable
 
     def text_attention(self, prompts: list[str]) -> list[PromptText]:
-        per_encoder = [clip_text_attention(tok, enc, prompts, self.device) for tok, enc in self._encoders()]
-        texts = []
-        for p, first in enumerate(per_encoder[0]):
-            # each encoder's maps averaged over its layers and heads, then over the encoders: [E, 1, N, N]
-            maps = torch.stack([enc_texts[p].attentions.mean(dim=(0, 1)) for enc_texts in per_encoder])[:, None]
-            hidden = [enc_texts[p].hidden for enc_texts in per_encoder]  # both encoders' states, by feature as SDXL
-            texts.append(PromptText(first.tokens, first.keep, maps, first.truncated,
-                                    torch.cat(hidden, dim=-1) if all(h is not None for h in hidden) else None))
-        return texts
+        return averaged_clip_attention(self._encoders(), prompts, self.device)
 
     def word_pieces(self, word: str) -> list[str]:
         return (self.pipe.tokenizer or self.pipe.tokenizer_2).tokenize(word)

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 from ..attention import CrossAttentionRecorder
 from ..bench.subjects import token_groups
@@ -111,7 +110,7 @@ def proposition_rows(pipeline: Any, prompt: Prompt, seeds: Sequence[int], num_in
     height, width = adapter.sampling_size(*adapter.default_size())
     layers = select_layers(adapter.cross_attention_layers(height, width),
                            resolve_method("default", adapter.default_preset), adapter.default_layers)
-    layers = [layer for layer in layers if checkable(layer.module)]
+    layers = [layer for layer in layers if layer.recording is None and checkable(layer.module)]  # plain cross-attention
     if not layers:
         return []
     text = adapter.text_attention([prompt.text])[0]
@@ -121,11 +120,11 @@ def proposition_rows(pipeline: Any, prompt: Prompt, seeds: Sequence[int], num_in
         return []
     i, j = keep[torch.as_tensor(ii)], keep[torch.as_tensor(jj)]
     cond = adapter.encode_prompt([prompt.text] * len(seeds), None, 1, 1.0, (height, width))
-    timesteps, _ = retrieve_timesteps(adapter.pipe.scheduler, num_inference_steps, adapter.device)
+    timesteps, _ = adapter.timesteps(num_inference_steps, height, width)
     latents = adapter.prepare_latents(len(seeds), height, width,
                                       [torch.Generator("cpu").manual_seed(s) for s in seeds], None)
     modules = {layer.name: layer.module for layer in layers}
-    recorder = CrossAttentionRecorder(modules, keep_heads=True)
+    recorder = CrossAttentionRecorder.of(layers, keep_heads=True)
     with torch.no_grad(), recorder.install(), projection_inputs(modules) as inputs, recorder.capture():
         adapter.before_loop()
         recorder.run(lambda: adapter.forward_cond(latents, timesteps[0], cond))
@@ -144,7 +143,8 @@ def proposition_rows(pipeline: Any, prompt: Prompt, seeds: Sequence[int], num_in
 
 def _proposition_summary(rows: list[dict[str, Any]], bootstrap: int) -> dict[str, Any]:
     if not rows:
-        return {"note": "no layer to check: every layer read normalises queries or keys"}
+        return {"note": "no layer to check: every layer read normalises queries or keys, or is joint attention "
+                        "(SD3, Flux: Proposition 1 is stated for plain cross-attention)"}
     pred = np.array([r["predicted"] for r in rows])
     meas = np.array([r["measured"] for r in rows])
     stats = correlation(pred, meas, [r["prompt_id"] for r in rows], n=bootstrap)

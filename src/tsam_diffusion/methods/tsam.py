@@ -33,6 +33,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SDXL (not in the paper; not tuned: no SDXL weights were reachable here): sd-tifa's schedule
     # and step size on the 32x32 cross-attention layers (M = 1024 at 1024px, 60 layers).
     "sdxl": dict(alpha=40.0, gamma=4.0, M=1024),
+    # SD3/SD3.5 and FLUX.1 (not in the paper; NOT tuned: no weights were reachable here). sd-tifa's
+    # schedule and gamma on the family's default joint-attention blocks (docs/design/mmdit.md), eq. 7's
+    # Gaussian scaled with the map side (64x64 at 1024px, 4x SD's 16x16: sigma 2, kernel 9); alpha is
+    # a starting point to tune with weights (flow-matching latents, about unit variance as SD's).
+    "sd3": dict(alpha=40.0, gamma=4.0, sigma=2.0, kernel_size=9),
+    "flux": dict(alpha=40.0, gamma=4.0, sigma=2.0, kernel_size=9),
 }
 """T-SAM presets, written for a 50-step schedule (see ``GuidanceConfig.schedule``). Each model
 family names its default one (``ModelAdapter.default_preset``)."""

@@ -245,7 +245,7 @@ class _GroundingReader:
         size = unet.config.sample_size
         chosen = select_layers(unet_cross_attention_layers(unet, size, size), TSAMConfig.preset("mini"))
         self.map_size = (chosen[0].height, chosen[0].width)
-        self.recorder = CrossAttentionRecorder({layer.name: layer.module for layer in chosen}, early_exit=False)
+        self.recorder = CrossAttentionRecorder.of(chosen, early_exit=False)
         self.tokenizer = tokenizer
 
     def loss(self, A: "torch.Tensor", scenes: list, specs: list, captions: list[str]) -> "torch.Tensor":
