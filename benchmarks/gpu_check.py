@@ -7,7 +7,13 @@
    latent stays on the GPU during sampling.
 2. SD 1.5's layout at full width (random weights) in float16 at 512px: one update with early exit
    against the full pass (same gradient step), and the update's loss dtype.
-Prints one line per check and a summary; exits 1 if a check fails.
+3. tiny-sd3 and tiny-flux (joint attention) on CUDA in float32 and bfloat16: ``tsam=None`` against
+   diffusers' own pipeline, T-SAM with finite float32 losses, the recorded A's rows summing to 1 over
+   the text keys.
+Prints one line per check and a summary; exits 1 if a check fails. The speed of the SD3 and Flux
+layouts at full width is ``speed.py``'s (``--layout sd3|flux-dev --device cuda --dtype bfloat16``).
+
+    python benchmarks/gpu_check.py --dry-run --device cpu    # CPU rehearsal of every check (small widths)
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import torch
 
 from tsam_diffusion import TSAMConfig, TSAMPipeline
 from tsam_diffusion.diagnostics import Diagnostics
-from tsam_diffusion.guidance import TSAMGuidance
+from tsam_diffusion.guidance import Guidance
 from tsam_diffusion.tiny import build_tiny_sd
 
 PROMPT = "a black car and a white clock"
@@ -61,21 +67,22 @@ def tiny_checks(device: str) -> None:
 
 
 def sd15_update(device: str, dtype: torch.dtype, step_size: float, width_scale: int = 1):
-    """One T-SAM update (preset sd-tifa's settings) of two latents with SD 1.5's full-width layout."""
+    """One T-SAM update (preset sd-tifa's settings) of two latents with SD 1.5's full-width layout, with
+    early exit on, off and on again (the first warms up kernels), and the raw latent gradient."""
     sys.path.insert(0, "benchmarks")
-    from speed import build_sd15
+    from speed_layouts import build_sd15
 
     pipe = build_sd15(width_scale, device, dtype)
     adapter = TSAMPipeline(pipe).adapter
     d = Diagnostics([PROMPT], [], [], [0, 0], None)
-    g = TSAMGuidance(adapter, TSAMConfig.preset("sd-tifa"), [PROMPT], [0, 0], 512, 512, d)
+    g = Guidance(adapter, TSAMConfig.preset("sd-tifa"), [PROMPT], [0, 0], 512, 512, d)
     cond = adapter.encode_prompt([PROMPT], None, 2, 7.5)
     pipe.scheduler.set_timesteps(50)
     t = pipe.scheduler.timesteps[0]
     z = torch.randn(2, 4, 64, 64, generator=torch.Generator("cpu").manual_seed(0)).to(device, dtype)
     out = {}
     with g.recorder.install():
-        for early_exit in (True, False, True):  # the first call warms up kernels
+        for early_exit in (True, False, True):
             g.recorder.early_exit = early_exit
             sync()
             t0 = time.perf_counter()
@@ -85,14 +92,43 @@ def sd15_update(device: str, dtype: torch.dtype, step_size: float, width_scale: 
         with torch.enable_grad(), g.recorder.capture():  # the raw latent gradient, before any rounding
             zg = z.detach().requires_grad_(True)
             g.recorder.run(lambda: adapter.forward_cond(zg, t, cond))
-            A = g.recorder.mean().gather(-1, g.keep[:, None, :].expand(-1, 256, -1)) * g.token_mask[:, None, :]
-            from tsam_diffusion.functional import similarity_matrix, tsam_loss
-            loss = tsam_loss(g.T, similarity_matrix(A, 16, 16), lengths=g.lengths)
+            loss, _ = g.objective.loss(g.recorder.mean(), g.map_size)
             out["grad"] = g._latent_gradient(loss, zg).float()
     del pipe
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return z, out, d
+
+
+def joint_checks(device: str, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)) -> None:
+    """tiny-sd3 and tiny-flux: parity without guidance, T-SAM's losses, A's rows over the text keys."""
+    from tsam_diffusion.attention import CrossAttentionRecorder
+    from tsam_diffusion.tiny import build_tiny_flux, build_tiny_sd3
+
+    for name, build in (("tiny-sd3", build_tiny_sd3), ("tiny-flux", build_tiny_flux)):
+        for dtype in dtypes:
+            pipe = build(torch_dtype=dtype).to(device)
+            pipe.set_progress_bar_config(disable=True)
+            tsam = TSAMPipeline(pipe)
+            gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
+            want = pipe(PROMPT, num_inference_steps=6, generator=gen(), output_type="np").images
+            got = tsam(PROMPT, method=None, num_inference_steps=6, generator=gen(), output_type="np").images
+            diff = float(np.abs(got.astype(np.float64) - want).max())
+            check(f"{name} {dtype} tsam=None equals diffusers", diff <= (0 if dtype == torch.float32 else 1e-2),
+                  bitwise=bool(np.array_equal(got, want)), max_abs_diff=diff)
+            out = tsam(PROMPT, num_inference_steps=6, generator=gen(), output_type="latent")
+            losses = torch.stack([u.loss for u in out.diagnostics.updates])
+            adapter = tsam.adapter
+            cond = adapter.encode_prompt([PROMPT], None, 1, 1.0, (64, 64))
+            layers = adapter.cross_attention_layers(64, 64)[:1]
+            recorder = CrossAttentionRecorder.of(layers)
+            with torch.no_grad(), recorder.install(), recorder.capture():
+                recorder.run(lambda: adapter.forward_cond(out.images, adapter.timesteps(6, 64, 64)[0][0], cond))
+            rows = recorder.maps[0].sum(-1)
+            check(f"{name} {dtype} T-SAM", bool(torch.isfinite(losses).all()) and losses.dtype == torch.float32
+                  and bool(torch.isfinite(out.images.float()).all()) and bool(torch.allclose(rows, torch.ones_like(rows), atol=1e-4)),
+                  losses=[round(x, 5) for x in losses[:, 0].tolist()], rows_max_dev=float((rows - 1).abs().max()))
+            del pipe, tsam
 
 
 def sd15_check(device: str, width_scale: int = 1, half: torch.dtype = torch.float16) -> None:
@@ -118,7 +154,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda")
     p.add_argument("--json", default=None)
-    p.add_argument("--skip-sd15", action="store_true", help="only the tiny-sd checks")
+    p.add_argument("--skip-sd15", action="store_true", help="no SD 1.5 layout check (the tiny pipelines only)")
     p.add_argument("--dry-run", action="store_true", help="CPU rehearsal: SD 1.5 layout at width / 10, bfloat16")
     args = p.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -126,11 +162,11 @@ def main() -> int:
         return 2
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"device: {name}, torch {torch.__version__}", flush=True)
+    tiny_checks(args.device)
+    joint_checks(args.device)
     if args.dry_run:
         sd15_check(args.device, width_scale=10, half=torch.bfloat16)
-    else:
-        tiny_checks(args.device)
-    if not (args.skip_sd15 or args.dry_run):
+    elif not args.skip_sd15:
         sd15_check(args.device)
     failed = [r["check"] for r in results if not r["ok"]]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
