@@ -42,7 +42,7 @@ from ..functional import map_cosine
 from ..methods import config_from_dict
 from . import output
 from .pairs import BOUND, UNBOUND_ATTRIBUTE, UNBOUND_OBJECTS, pair_value, word_pairs
-from .stats import separation
+from .stats import mean_or_nan, separation
 
 CACHE = "replayed.jsonl"
 
@@ -89,8 +89,8 @@ def replay(pipeline: Any, rows: list[dict[str, Any]], run_dir: Path, settings: d
                   for label in (BOUND, UNBOUND_OBJECTS, UNBOUND_ATTRIBUTE)}
         stored = np.asarray(Image.open(run_dir / row["image"]).convert("RGB"), dtype=np.int16)
         made = np.asarray(result.images[b].convert("RGB"), dtype=np.int16)
-        out.append({"job_id": row["job_id"], "objects_cos": _mean(values[UNBOUND_OBJECTS]),
-                    "bound_cos": _mean(values[BOUND]), "unbound_attribute_cos": _mean(values[UNBOUND_ATTRIBUTE]),
+        out.append({"job_id": row["job_id"], "objects_cos": mean_or_nan(values[UNBOUND_OBJECTS]),
+                    "bound_cos": mean_or_nan(values[BOUND]), "unbound_attribute_cos": mean_or_nan(values[UNBOUND_ATTRIBUTE]),
                     "replay_max_diff": int(np.abs(stored - made).max()) if stored.shape == made.shape else 255})
     return out
 
@@ -192,10 +192,6 @@ def _method_means(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"images": len(rows), "present": mean("present"), "bound": mean("bound", lambda t: t["present"]),
             "objects_cos": mean("objects_cos"), "bound_cos": mean("bound_cos"),
             "unbound_attribute_cos": mean("unbound_attribute_cos")}
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else math.nan
 
 
 def report(summary: dict[str, Any]) -> str:

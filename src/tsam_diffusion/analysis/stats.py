@@ -89,7 +89,7 @@ def separation(values: Any, positive: Any, groups: Sequence[Any], *, n: int = 10
     v, p = np.asarray(values, dtype=np.float64), np.asarray(positive, dtype=bool)
     lo, hi = cluster_ci(lambda i: auc(v[i][p[i]], v[i][~p[i]]), groups, n=n)
     return {"n_positive": int(p.sum()), "n_negative": int((~p).sum()), "auc": auc(v[p], v[~p]), "auc_ci": [lo, hi],
-            "ks": ks(v[p], v[~p]), "mean_positive": _mean(v[p]), "mean_negative": _mean(v[~p])}
+            "ks": ks(v[p], v[~p]), "mean_positive": mean_or_nan(v[p]), "mean_negative": mean_or_nan(v[~p])}
 
 
 def correlation(x: Any, y: Any, groups: Sequence[Any], *, n: int = 1000) -> dict[str, Any]:
@@ -100,5 +100,6 @@ def correlation(x: Any, y: Any, groups: Sequence[Any], *, n: int = 1000) -> dict
             "spearman": spearman(x, y), "spearman_ci": list(cluster_ci(lambda i: spearman(x[i], y[i]), groups, n=n))}
 
 
-def _mean(x: np.ndarray) -> float:
-    return float(x.mean()) if len(x) else math.nan
+def mean_or_nan(x: "np.ndarray | list[float]") -> float:
+    """The mean, NaN for none (a pair kind a prompt does not have)."""
+    return float(np.mean(x)) if len(x) else math.nan
