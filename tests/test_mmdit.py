@@ -1,5 +1,7 @@
 """SD3 and FLUX.1 (joint attention, MMDiT) through their adapters, on tiny pipelines built from configs
 (real CLIP tokenizer, a T5 encoder with the bundled sentencepiece tokenizer, tiny transformers and VAEs)."""
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -80,25 +82,27 @@ def _record(tp, index, text_attention=None, height=64, width=64):
     inputs = {}
     hook = layer.module.register_forward_pre_hook(lambda m, a, k: inputs.update(k), with_kwargs=True)
     recorder = CrossAttentionRecorder.of([layer], keep_heads=True)
+    recorder.extra_wanted = {"text_share"}
     try:
         with torch.no_grad(), recorder.install(), recorder.capture():
             recorder.run(lambda: adapter.forward_cond(latents, timesteps[0], cond))
     finally:
         hook.remove()
-    return recorder.maps[0], layer, inputs
+    return (recorder.maps[0], recorder.extras["text_share"][0]), layer, inputs
 
 
 def _renormalised(q, k, image, text):
-    """The full joint softmax (float64), its image-query/text-key block renormalised over the text keys."""
+    """The full joint softmax (float64): its image-query/text-key block renormalised over the text keys,
+    and each image query's mass on the text keys."""
     P = torch.softmax(q.double() @ k.double().transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
     block = P[:, :, image][:, :, :, text]
-    return block / block.sum(-1, keepdim=True)
+    return block / block.sum(-1, keepdim=True), block.sum(-1)
 
 
 @pytest.mark.parametrize("which", ["sd3", "sd35"])
 def test_sd3_maps_are_the_joint_probabilities_renormalised_over_text(request, which):
     tp = request.getfixturevalue(which)
-    A, layer, inputs = _record(tp, 2)
+    (A, share), layer, inputs = _record(tp, 2)
     attn, x, e = layer.module, inputs["hidden_states"], inputs["encoder_hidden_states"]
 
     def heads(t, norm):
@@ -109,15 +113,16 @@ def test_sd3_maps_are_the_joint_probabilities_renormalised_over_text(request, wh
         q = torch.cat([heads(attn.to_q(x), attn.norm_q), heads(attn.add_q_proj(e), attn.norm_added_q)], 2)
         k = torch.cat([heads(attn.to_k(x), attn.norm_k), heads(attn.add_k_proj(e), attn.norm_added_k)], 2)
     n_img, n_txt = x.shape[1], e.shape[1]
-    want = _renormalised(q, k, slice(0, n_img), slice(n_img, None))
+    want, want_share = _renormalised(q, k, slice(0, n_img), slice(n_img, None))
     assert A.shape == (1, attn.heads, 256, 77 + 256) and n_txt == 333  # 16x16 patches; CLIP 77 + T5 256
     assert torch.allclose(A.double(), want, atol=1e-6)
+    assert torch.allclose(share.double(), want_share, rtol=1e-4) and share.shape == A.shape[:3]  # text share m_a
     assert torch.allclose(A.sum(-1), torch.ones(()), atol=1e-5)
     assert A.std(-2).mean() > 0.1 * A.mean()  # not uniform over image positions (the tiny model's maps are sharpened)
 
 
 def test_flux_maps_are_the_joint_probabilities_renormalised_over_text(flux):
-    A, layer, inputs = _record(flux, 3, height=48, width=64)
+    (A, share), layer, inputs = _record(flux, 3, height=48, width=64)
     attn, x, e = layer.module, inputs["hidden_states"], inputs["encoder_hidden_states"]
     rotary = inputs["image_rotary_emb"]
 
@@ -129,9 +134,10 @@ def test_flux_maps_are_the_joint_probabilities_renormalised_over_text(flux):
         k = torch.cat([heads(attn.add_k_proj(e), attn.norm_added_k), heads(attn.to_k(x), attn.norm_k)], 1)
         q, k = (apply_rotary_emb(t, rotary, sequence_dim=1).transpose(1, 2) for t in (q, k))
     n_txt = e.shape[1]
-    want = _renormalised(q, k, slice(n_txt, None), slice(0, n_txt))
+    want, want_share = _renormalised(q, k, slice(n_txt, None), slice(0, n_txt))
     assert A.shape == (1, attn.heads, 12 * 16, 512)  # 48x64 px: 12x16 packed patches; T5's 512 positions
     assert torch.allclose(A.double(), want, atol=1e-6)
+    assert torch.allclose(share.double(), want_share, rtol=1e-4) and share.shape == A.shape[:3]  # text share m_a
     assert torch.allclose(A.sum(-1), torch.ones(()), atol=1e-5)
 
 
@@ -235,3 +241,22 @@ def test_fused_projections_are_refused_clearly(sd3):
             sd3(PROMPT, num_inference_steps=1, generator=gen(0), output_type="latent")
     finally:
         sd3.pipe.transformer.unfuse_qkv_projections()
+
+
+def test_analyze_text_share(flux, tmp_path):
+    """``tsam analyze attention --text-share``: per seed and block read, the text share and the pairs' map
+    cosines from renormalised and raw joint maps; on a cross-attention model it says it does not apply."""
+    from tsam_diffusion.analysis.attention import analyze_attention
+    from tsam_diffusion.analysis.text_share import text_share_summary
+    from tsam_diffusion.bench.suites import Prompt
+
+    prompts = [Prompt("p:1", PROMPT, "p"), Prompt("p:2", "a red cube and a blue ball", "p")]
+    summary = analyze_attention(flux, prompts, tmp_path, steps=(1,), seeds=(0, 1), num_inference_steps=2,
+                                text_share=True, progress=False, bootstrap=50)
+    rows = list(csv.DictReader(open(tmp_path / "text_share.csv")))
+    assert len(rows) == 2 * 2 * len(flux.adapter.default_layers)
+    for r in rows:
+        assert 0 < float(r["text_share_mean"]) <= 1 and float(r["text_share_cv"]) >= 0
+        assert abs(float(r["cos_renormalised"]) - float(r["cos_raw"])) <= float(r["cos_abs_diff_max"]) + 1e-6
+    assert set(summary["text_share"]["per_layer"]) == {f"transformer_blocks.{i}.attn" for i in flux.adapter.default_layers}
+    assert "SD3 and Flux" in text_share_summary([])["note"]

@@ -33,6 +33,10 @@ class CrossAttentionRecorder:
         # name -> factory(recorder, original processor) of a recording processor for layers that are not
         # plain cross-attention (joint attention: ``adapters.joint``); the others get ``_RecordingProcessor``
         self.processors = processors or {}
+        # what else a recording processor should record, by name, when it knows how (joint attention:
+        # "text_share", for analysis); it appends to ``extras[name]`` per layer, in call order
+        self.extra_wanted: set[str] = set()
+        self.extras: dict[str, list[torch.Tensor]] = {}
         self.early_exit = early_exit
         self.keep_heads = keep_heads  # record [B, heads, Nq, s] per layer (analysis) instead of the heads' mean
         self.active = False
@@ -57,7 +61,7 @@ class CrossAttentionRecorder:
     def capture(self) -> Iterator["CrossAttentionRecorder"]:
         """Record during the block: the update's forward pass, and its backward, which may recompute
         checkpointed layers (they then take the same explicit path but record nothing)."""
-        self.maps, self.active, self._complete = [], True, False
+        self.maps, self.extras, self.active, self._complete = [], {}, True, False
         try:
             yield self
         finally:

@@ -28,17 +28,16 @@ from .mmdit import JointAttentionAdapter
 from .t5 import t5_text_attention
 
 
-def flux_heads_qk(attn: Any, q: torch.Tensor, k: torch.Tensor, args: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``FluxAttnProcessor``'s per-head image queries and text keys: normalised, then the rotary embedding
-    of their own positions (text first in the joint sequence)."""
-    q = attn.norm_q(q.unflatten(-1, (-1, attn.head_dim)))
-    k = attn.norm_added_k(k.unflatten(-1, (-1, attn.head_dim)))
+def flux_heads(attn: Any, t: torch.Tensor, kind: str, args: tuple[Any, ...], n_text: int) -> torch.Tensor:
+    """``FluxAttnProcessor``'s per-head queries or keys: normalised, then the rotary embedding of their own
+    positions in the joint sequence (text first: text keys ``0..n_text-1``, image tokens after)."""
+    norm = {"q": attn.norm_q, "k": attn.norm_k, "added_k": attn.norm_added_k}[kind]
+    t = norm(t.unflatten(-1, (-1, attn.head_dim)))
     rotary = args[0] if args else None
     if rotary is not None:
-        n, (cos, sin) = k.shape[1], rotary
-        q = apply_rotary_emb(q, (cos[n:], sin[n:]), sequence_dim=1)
-        k = apply_rotary_emb(k, (cos[:n], sin[:n]), sequence_dim=1)
-    return q.transpose(1, 2), k.transpose(1, 2)
+        part = slice(0, n_text) if kind == "added_k" else slice(n_text, None)
+        t = apply_rotary_emb(t, (rotary[0][part], rotary[1][part]), sequence_dim=1)
+    return t.transpose(1, 2)
 
 
 class FluxAdapter(JointAttentionAdapter):
@@ -48,7 +47,7 @@ class FluxAdapter(JointAttentionAdapter):
     default_preset = "flux"
     default_steps = 28  # diffusers' default (FLUX.1-dev); 4 for schnell (see sampling_settings)
     default_guidance_scale = 3.5
-    heads_qk = staticmethod(flux_heads_qk)
+    heads = staticmethod(flux_heads)
     call_options = {"max_sequence_length": 512, "true_cfg_scale": 1.0}
 
     def configured(self, **options: Any) -> "FluxAdapter":

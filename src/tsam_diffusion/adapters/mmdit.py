@@ -7,13 +7,13 @@ from typing import Any, ClassVar
 import torch
 
 from .base import CrossAttentionLayer, ModelAdapter
-from .joint import HeadsQK, recording
+from .joint import Heads, recording
 
 
 class JointAttentionAdapter(ModelAdapter):
-    """Base of the MMDiT families; ``heads_qk`` is the family's (``adapters.joint``)."""
+    """Base of the MMDiT families; ``heads`` is the family's (``adapters.joint``)."""
 
-    heads_qk: ClassVar[HeadsQK]
+    heads: ClassVar[Heads]
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -25,7 +25,7 @@ class JointAttentionAdapter(ModelAdapter):
 
     def cross_attention_layers(self, height: int, width: int) -> list[CrossAttentionLayer]:
         """The joint blocks' ``attn``, each read as ``A`` over the text keys, on the patch grid."""
-        cell, read = self.size_multiple, recording(type(self).heads_qk)
+        cell, read = self.size_multiple, recording(type(self).heads)
         return [CrossAttentionLayer(f"transformer_blocks.{i}.attn", block.attn, int(height) // cell, int(width) // cell, read)
                 for i, block in enumerate(self.pipe.transformer.transformer_blocks)]
 

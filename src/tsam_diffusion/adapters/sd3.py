@@ -30,16 +30,11 @@ from .t5 import t5_text_attention
 TEXT_ATTENTION = ("clip", "t5")
 
 
-def sd3_heads_qk(attn: Any, q: torch.Tensor, k: torch.Tensor, args: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``JointAttnProcessor2_0``'s per-head image queries and text keys (after ``norm_q``/``norm_added_k``)."""
-    b, d = q.shape[0], q.shape[-1] // attn.heads
-    q = q.view(b, -1, attn.heads, d).transpose(1, 2)
-    k = k.view(b, -1, attn.heads, d).transpose(1, 2)
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_added_k is not None:
-        k = attn.norm_added_k(k)
-    return q, k
+def sd3_heads(attn: Any, t: torch.Tensor, kind: str, args: tuple[Any, ...], n_text: int) -> torch.Tensor:
+    """``JointAttnProcessor2_0``'s per-head queries or keys: reshape, then ``norm_q``/``norm_k``/``norm_added_k``."""
+    t = t.view(t.shape[0], -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
+    norm = {"q": attn.norm_q, "k": attn.norm_k, "added_k": attn.norm_added_k}[kind]
+    return t if norm is None else norm(t)
 
 
 class StableDiffusion3Adapter(JointAttentionAdapter):
@@ -48,7 +43,7 @@ class StableDiffusion3Adapter(JointAttentionAdapter):
     default_preset = "sd3"
     default_steps = 28  # diffusers' default for SD3
     default_guidance_scale = 7.0
-    heads_qk = staticmethod(sd3_heads_qk)
+    heads = staticmethod(sd3_heads)
     call_options = {"text_attention": "clip", "max_sequence_length": 256, "mu": None}
 
     def configured(self, **options: Any) -> "StableDiffusion3Adapter":

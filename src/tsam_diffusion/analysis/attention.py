@@ -1,6 +1,7 @@
 """``tsam analyze attention``: do similar text embeddings make similar cross-attention maps?
 
-The paper's Figures 2a, 3 and 5 (and, with ``proposition=True``, a check of Proposition 1). Each
+The paper's Figures 2a, 3 and 5 (and, with ``proposition=True``, a check of Proposition 1; with
+``text_share=True``, for joint-attention models, ``analysis.text_share``'s measurement). Each
 prompt is generated for the seeds with the chosen method (default none), the content tokens' maps
 (eq. 6) recorded at the chosen steps (``record_maps``; the images are unchanged). For every pair
 of content tokens: the cosine similarity of their text embeddings (``analysis.text.encode``) and
@@ -29,11 +30,12 @@ from .pairs import token_pairs
 from .proposition import checkable, measured_cosine, predicted_cosine, projection_inputs
 from .stats import correlation
 from .text import encode
+from .text_share import text_share_report, text_share_rows, text_share_summary
 
 
 def analyze_attention(pipeline: Any, prompts: list[Prompt], out: Path, *, steps: Sequence[int] = (1, 21, 50),
                       seeds: Sequence[int] = (0,), method: Any = None, num_inference_steps: int | None = None,
-                      guidance_scale: float | None = None, show: int = 2, proposition: bool = False, model: str = "",
+                      guidance_scale: float | None = None, show: int = 2, proposition: bool = False, text_share: bool = False, model: str = "",
                       bootstrap: int = 1000, progress: bool = True) -> dict[str, Any]:
     """Generate, record maps at ``steps`` (1-based), relate embedding and map similarity; write files to ``out``."""
     from tqdm.auto import tqdm
@@ -47,6 +49,7 @@ def analyze_attention(pipeline: Any, prompts: list[Prompt], out: Path, *, steps:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     prop_rows: list[dict[str, Any]] = []
+    share_rows: list[dict[str, Any]] = []
     figures: list[str] = []
     pipeline.set_progress_bar_config(disable=True)
     config = resolve_method(method, adapter.default_preset)
@@ -74,6 +77,8 @@ def analyze_attention(pipeline: Any, prompts: list[Prompt], out: Path, *, steps:
                     figures += output.save_figure(fig, out, f"maps_{k}_s{seed}_step{step}")
         if proposition:
             prop_rows += proposition_rows(pipeline, prompt, seeds, n_steps)
+        if text_share:
+            share_rows += text_share_rows(pipeline, prompt, seeds, n_steps)
     if not rows:
         raise ValueError("no token pairs: every prompt has a single content token")
 
@@ -90,6 +95,9 @@ def analyze_attention(pipeline: Any, prompts: list[Prompt], out: Path, *, steps:
                            f"step {step}: Pearson {stats['pearson']:.2f}, Spearman {stats['spearman']:.2f}"),
             out, f"scatter_step{step}")
     output.write_csv(out / "pairs.csv", rows)
+    if text_share:
+        summary["text_share"] = text_share_summary(share_rows)
+        output.write_csv(out / "text_share.csv", share_rows)
     if proposition:
         summary["proposition"] = _proposition_summary(prop_rows, bootstrap)
         output.write_csv(out / "proposition.csv", prop_rows)
@@ -165,4 +173,6 @@ def report(summary: dict[str, Any]) -> str:
                      f"{p['mean_abs_error']:.3f} (predicted {p['mean_predicted']:.3f}, measured {p['mean_measured']:.3f})")
     elif p:
         lines.append(f"Proposition 1: {p['note']}")
+    if "text_share" in summary:
+        lines += text_share_report(summary["text_share"])
     return "\n".join(lines)

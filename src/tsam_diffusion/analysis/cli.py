@@ -66,6 +66,10 @@ def add_analyze_parser(sub: Any, formatter_class: Any = argparse.HelpFormatter) 
     at.add_argument("--sampling-steps", type=int, default=None, metavar="N", help="denoising steps (default: the model's)")
     at.add_argument("--guidance-scale", type=float, default=None, metavar="G", help="CFG scale (default: the model's)")
     at.add_argument("--proposition", action="store_true", help="also check Proposition 1 at step 1 (per layer and head)")
+    at.add_argument("--text-share", action="store_true",
+                    help="joint-attention models (SD3, Flux): also measure, at step 1, each image position's share of "
+                         "probability on the text keys and how much renormalising over them changes the map cosines "
+                         "(text_share.csv; docs/design/mmdit.md)")
     at.set_defaults(func=attention_command)
 
     o = asub.add_parser("outcomes", help="map overlap of judged-correct vs incorrect images (Figure 4)",
@@ -146,7 +150,8 @@ def attention_command(args: argparse.Namespace) -> int:
     method = None if args.method == "vanilla" else args.method
     summary = analyze_attention(pipe, prompts, args.out, steps=steps, seeds=seeds, method=method,
                                 num_inference_steps=args.sampling_steps, guidance_scale=args.guidance_scale,
-                                show=args.show, proposition=args.proposition, model=args.model)
+                                show=args.show, proposition=args.proposition, text_share=args.text_share,
+                                model=args.model)
     print(report(summary))
     print(f"-> {args.out}", file=sys.stderr)
     return 0
