@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the paper's baselines: attend-excite (needs --tokens), conform (needs --token-groups), "
                         "syngen (parses the prompt with spaCy, or takes --token-groups)")
     g.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, pixart for PixArt, mini for "
-                        "tsam-mini); "
+                   help="T-SAM preset (default: the model's own: sd-tifa for Stable Diffusion, sdxl, pixart, sd3 and flux for "
+                        "those families (sdxl, sd3, flux: untuned), mini for tsam-mini); "
                         "same as --method tsam:PRESET")
     g.add_argument("--alpha", type=float, default=None, metavar="A", help="override the method's step size alpha")
     g.add_argument("--gamma", type=float, default=None, metavar="G", help="override T-SAM's exponent gamma")

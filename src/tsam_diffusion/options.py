@@ -33,9 +33,11 @@ class HelpFormatter(argparse.HelpFormatter):
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     """The sampling options shared by ``tsam generate`` and ``tsam bench run``."""
     parser.add_argument("--steps", type=int, default=None, metavar="N",
-                        help="denoising steps (default: the model's: 50 for Stable Diffusion, SDXL and PixArt, 25 for tsam-mini)")
+                        help="denoising steps (default: the model's: 50 for Stable Diffusion, SDXL and PixArt, 28 for SD3 and "
+                             "FLUX.1-dev, 4 for FLUX.1-schnell, 25 for tsam-mini)")
     parser.add_argument("--guidance-scale", type=float, default=None, metavar="G",
-                        help="classifier-free guidance scale (default: the model's: 7.5 for Stable Diffusion, 5 for SDXL, 4.5 for PixArt, 4 for tsam-mini)")
+                        help="classifier-free guidance scale (default: the model's: 7.5 for Stable Diffusion, 5 for SDXL, 4.5 for "
+                             "PixArt, 7 for SD3, 4 for tsam-mini; for FLUX.1-dev the distilled guidance, 3.5)")
     parser.add_argument("--height", type=int, default=None, metavar="H", help="image height (default: the model's)")
     parser.add_argument("--width", type=int, default=None, metavar="W", help="image width (default: the model's)")
     parser.add_argument("--device", default="auto", metavar="D", help="torch device; auto (default) = cuda if available, else mps, else cpu")

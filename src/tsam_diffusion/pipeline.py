@@ -97,12 +97,14 @@ class TSAMPipeline:
         ``"default"``, and ``None`` for ``num_inference_steps`` and ``guidance_scale``, take the model
         family's own values (``adapter.default_preset`` etc.: 50 steps, scale 7.5 and ``sd-tifa`` for
         Stable Diffusion; 50 steps, scale 5 and ``sdxl`` for SDXL; 50 steps, scale 4.5 and ``pixart`` for
-        PixArt; 25 steps, scale 4 and ``mini`` for tsam-mini).
+        PixArt; 28 steps, scale 7 and ``sd3`` for SD3; 28 steps, guidance 3.5 and ``flux`` for FLUX.1-dev
+        (4 steps for schnell); 25 steps, scale 4 and ``mini`` for tsam-mini).
 
         ``options`` are the family's own pipeline options (``adapter.call_options``), with the
         diffusers pipeline's defaults: for PixArt ``use_resolution_binning``, ``clean_caption`` and
         ``max_sequence_length``; for SDXL ``guidance_rescale``, ``original_size``, ``crops_coords_top_left``,
-        ``target_size`` and ``text_attention``.
+        ``target_size`` and ``text_attention``; for SD3 ``text_attention`` (``"clip"``/``"t5"``),
+        ``max_sequence_length`` and ``mu``; for Flux ``max_sequence_length`` and ``true_cfg_scale``.
 
         ``record_maps``: denoising steps (0-based loop steps, as ``TSAMConfig.update_steps``) at which
         to record the content tokens' cross-attention maps (eq. 6, the layers the method reads, by
