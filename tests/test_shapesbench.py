@@ -1,4 +1,7 @@
 """ShapesBench: the shipped suites are what make_suite gives, and the shapes metric is exact."""
+import sys
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -101,6 +104,20 @@ def test_shapesbench_subset_end_to_end_on_the_bundled_model(tmp_path):
             assert abs(m["mean"] - np.mean([by_job[r["job_id"]]["whole"] for r in rows])) < 1e-9
     assert any(p["method"] == "tsam" and p["measure"] == "shapes/whole" for p in report.paired)
     assert (run / "report.html").stat().st_size > 0
+
+    # benchmarks/shapes_table.py: vanilla's mean and T-SAM's paired difference, by hand
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from shapes_table import table
+
+    lines, figures = table(run)
+    whole = {(r["method"], r["prompt_id"], r["seed"]): by_job[r["job_id"]]["whole"] for r in images}
+    keys = [(p, s) for (m, p, s) in whole if m == "vanilla"]
+    assert figures["whole"]["n"] == 16 and abs(figures["whole"]["vanilla"][0] - np.mean([whole["vanilla", *k] for k in keys])) < 1e-9
+    diff = np.mean([whole["tsam", *k] - whole["vanilla", *k] for k in keys])
+    assert abs(figures["whole"]["tsam"][0] - diff) < 1e-9 and figures["whole"]["tsam"][1] <= diff <= figures["whole"]["tsam"][2]
+    assert lines[2].startswith("| all | 16 |") and figures["_run"]["seeds"] == [0, 1]
+    _, only_seed_1 = table(run, seeds={1})
+    assert only_seed_1["whole"]["n"] == 8
 
 
 def test_scoring_split_between_processes_covers_every_image_whatever_their_start(tmp_path):
