@@ -104,7 +104,7 @@ def build_tiny_sd(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    if torch_dtype is not None:
+    if torch_dtype not in (None, torch.float32):  # models are built in float32; no-op casts only log noise
         pipe.to(torch_dtype)
     return pipe
 
@@ -188,7 +188,7 @@ def build_tiny_sd3(*, seed: int = 0, num_layers: int = 6, qk_norm: str | None = 
                                     text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                                     text_encoder_2=text_encoder_2.eval(), tokenizer_2=clip_tokenizer(pad_token="!"),
                                     text_encoder_3=text_encoder_3.eval(), tokenizer_3=tokenizer_3)
-    if torch_dtype is not None:
+    if torch_dtype not in (None, torch.float32):  # models are built in float32; no-op casts only log noise
         pipe.to(torch_dtype)
     return pipe
 
@@ -220,7 +220,7 @@ def build_tiny_flux(*, seed: int = 0, num_layers: int = 4, num_single_layers: in
     pipe = FluxPipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                         text_encoder_2=text_encoder_2.eval(), tokenizer_2=tokenizer_2, transformer=transformer.eval())
     pipe.default_sample_size = 32  # 64x64 images (Flux's 128 would be 256x256 with this 2x VAE)
-    if torch_dtype is not None:
+    if torch_dtype not in (None, torch.float32):  # models are built in float32; no-op casts only log noise
         pipe.to(torch_dtype)
     return pipe
 
@@ -254,7 +254,7 @@ def build_tiny_pixart(*, seed: int = 0, sigma: bool = False, num_layers: int = 2
     cls = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
     pipe = cls(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(),
                scheduler=scheduler)
-    if torch_dtype is not None:
+    if torch_dtype not in (None, torch.float32):  # models are built in float32; no-op casts only log noise
         pipe.to(torch_dtype)
     return pipe
 
@@ -293,6 +293,6 @@ def build_tiny_sdxl(*, seed: int = 0, torch_dtype: torch.dtype | None = None, **
     pipe = StableDiffusionXLPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), text_encoder_2=text_encoder_2.eval(),
                                      tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(pad_token="!"), unet=unet.eval(),
                                      scheduler=scheduler, add_watermarker=False)
-    if torch_dtype is not None:
+    if torch_dtype not in (None, torch.float32):  # models are built in float32; no-op casts only log noise
         pipe.to(torch_dtype)
     return pipe
