@@ -44,17 +44,24 @@ def check(name: str, ok: bool, **info) -> None:
     print(f"[{'ok' if ok else 'FAIL'}] {name} {info}", flush=True)
 
 
+def parity_check(name: str, build, device: str, dtype: torch.dtype, steps: int):
+    """A tiny pipeline on ``device``: ``method=None`` against diffusers' own call (bitwise in float32).
+    Returns the pipeline, its ``TSAMPipeline`` and the seed-0 generator factory for further checks."""
+    pipe = build(torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    tsam = TSAMPipeline(pipe)
+    gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
+    want = pipe(PROMPT, num_inference_steps=steps, generator=gen(), output_type="np").images
+    got = tsam(PROMPT, method=None, num_inference_steps=steps, generator=gen(), output_type="np").images
+    diff = float(np.abs(got.astype(np.float64) - want).max())
+    check(f"{name} {dtype} tsam=None equals diffusers", diff <= (0 if dtype == torch.float32 else 1e-2),
+          bitwise=bool(np.array_equal(got, want)), max_abs_diff=diff)
+    return pipe, tsam, gen
+
+
 def tiny_checks(device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        pipe = build_tiny_sd(torch_dtype=dtype).to(device)
-        pipe.set_progress_bar_config(disable=True)
-        tsam = TSAMPipeline(pipe)
-        gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
-        want = pipe(PROMPT, num_inference_steps=10, generator=gen(), output_type="np").images
-        got = tsam(PROMPT, tsam=None, num_inference_steps=10, generator=gen(), output_type="np").images
-        diff = float(np.abs(got.astype(np.float64) - want).max())
-        check(f"tiny-sd {dtype} tsam=None equals diffusers", diff <= (0 if dtype == torch.float32 else 1e-2),
-              bitwise=bool(np.array_equal(got, want)), max_abs_diff=diff)
+        pipe, tsam, gen = parity_check("tiny-sd", build_tiny_sd, device, dtype, 10)
         devices = set()
         hook = pipe.unet.register_forward_pre_hook(lambda m, a: devices.add(str(a[0].device)))
         out = tsam(PROMPT, tsam=TSAMConfig(alpha=500.0, gamma=2.0, update_steps=(0, 1, 2), reference_steps=10),
@@ -107,15 +114,7 @@ def joint_checks(device: str, dtypes: tuple[torch.dtype, ...] = (torch.float32, 
 
     for name, build in (("tiny-sd3", build_tiny_sd3), ("tiny-flux", build_tiny_flux)):
         for dtype in dtypes:
-            pipe = build(torch_dtype=dtype).to(device)
-            pipe.set_progress_bar_config(disable=True)
-            tsam = TSAMPipeline(pipe)
-            gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
-            want = pipe(PROMPT, num_inference_steps=6, generator=gen(), output_type="np").images
-            got = tsam(PROMPT, method=None, num_inference_steps=6, generator=gen(), output_type="np").images
-            diff = float(np.abs(got.astype(np.float64) - want).max())
-            check(f"{name} {dtype} tsam=None equals diffusers", diff <= (0 if dtype == torch.float32 else 1e-2),
-                  bitwise=bool(np.array_equal(got, want)), max_abs_diff=diff)
+            pipe, tsam, gen = parity_check(name, build, device, dtype, 6)
             out = tsam(PROMPT, num_inference_steps=6, generator=gen(), output_type="latent")
             losses = torch.stack([u.loss for u in out.diagnostics.updates])
             adapter = tsam.adapter

@@ -169,13 +169,12 @@ def forward_backward_to_last_read(forward: Callable[[torch.Tensor], Any], read: 
         torch.autograd.grad(sum(o.float().square().mean() for o in outputs), x)
 
 
-def floor_pieces(tsam: TSAMPipeline, device: str, reps: int, size: int, call: dict[str, Any], steps: int = 50,
-                 guidance: float | None = None) -> dict[str, float]:
+def floor_pieces(tsam: TSAMPipeline, device: str, reps: int, size: int, call: dict[str, Any], steps: int = 50) -> dict[str, float]:
     """Times of the pieces of the analytic floor, with diffusers' own (SDPA) processors: the adapter only
     builds the denoiser's inputs (prompt embeddings, added conditions) as the pipeline does."""
     adapter = tsam.adapter.configured(**call)
     denoiser = adapter.denoiser
-    scale = guidance if guidance is not None else adapter.default_guidance_scale
+    scale = adapter.default_guidance_scale
     cfg_cond = adapter.encode_prompt([PROMPT], None, 1, scale, (size, size))  # a sampling pass (both branches with CFG)
     cond = adapter.encode_prompt([PROMPT], None, 1, 1.0, (size, size))  # the conditional branch: an update pass
     z = adapter.prepare_latents(1, size, size, torch.Generator("cpu").manual_seed(0), None)
@@ -274,12 +273,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     layout = LAYOUTS[args.layout]
     args.size = args.size or layout["size"]
-    args.steps = args.steps or layout.get("steps", 50)
     methods = (args.methods or layout["methods"]).split(",")
     if "diffusers-ae" in methods and args.layout != "sd15":
         p.error("diffusers-ae is diffusers' Stable Diffusion pipeline: use it with --layout sd15")
     pipe = layout["build"](ws, device, dtype)
     tsam = TSAMPipeline(pipe)
+    args.steps = args.steps or tsam.adapter.default_steps  # the family's own: 50, SD3 and Flux 28
     gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
 
     def runs_for(steps: int) -> dict[str, Callable[[], Any]]:
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
     print(f"machine: {machine(device)}\nlayout: {args.layout}, channels / {ws}, {args.size}px, {args.steps} steps, {args.dtype}, "
           f"reps {args.reps}")
-    pieces = floor_pieces(tsam, device, max(3, args.reps), args.size, layout["call"], args.steps, layout.get("guidance"))
+    pieces = floor_pieces(tsam, device, max(3, args.reps), args.size, layout["call"], args.steps)
     print("pieces (s): " + ", ".join(f"{k} {v:.4f}" for k, v in pieces.items()))
     results: dict[str, dict[str, Any]] = {}
     for name in methods:

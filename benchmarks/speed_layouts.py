@@ -179,7 +179,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     "pixart-alpha": dict(build=build_pixart_alpha, size=512, call={"clean_caption": False},
                          methods="reference,none,pixart,pixart+ckpt"),
     "sdxl": dict(build=build_sdxl, size=1024, call={}, methods="reference,none,sdxl,sdxl+ckpt"),
-    "sd3": dict(build=build_sd3, size=1024, call={}, methods="reference,none,sd3,sd3+ckpt", steps=28, guidance=7.0),
-    "flux-dev": dict(build=build_flux_dev, size=1024, call={}, methods="reference,none,flux,flux+ckpt", steps=28, guidance=3.5),
+    "sd3": dict(build=build_sd3, size=1024, call={}, methods="reference,none,sd3,sd3+ckpt"),
+    "flux-dev": dict(build=build_flux_dev, size=1024, call={}, methods="reference,none,flux,flux+ckpt"),
 }
 """Per layout: its builder, image size, extra pipeline arguments (both for diffusers' call and ours) and default methods."""
