@@ -317,5 +317,5 @@ def save_diagnostic_maps(
         if A is None:
             continue
         save(token_maps(A[image_index, :, :n], h, w, tokens, image=image,
-                        title=f"cross-attention maps ({h}x{w}) at the {label} update"), f"maps_{label}")
+                        title=f"image-to-text attention maps ({h}x{w}) at the {label} update"), f"maps_{label}")
     return written
