@@ -137,13 +137,13 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, device: str = "cpu
     from diffusers import DDPMScheduler
     from tqdm.auto import tqdm
 
-    from ..threads import Threads
+    from ..threads import Threads, flush_denormals
     from .model import TSAMMiniPipeline, build_unet, load_text_encoder, sampling_scheduler
 
     cfg = cfg or TrainConfig()
     context = cfg.text_context()  # a bad --context fails before anything is written
     cpu_threads = Threads(threads)
-    torch.set_flush_denormal(True)  # tiny values late in training otherwise slow CPU arithmetic several-fold
+    flush_denormals()  # tiny values late in training otherwise slow CPU arithmetic several-fold
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "train_log.csv"
