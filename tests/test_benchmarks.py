@@ -97,3 +97,26 @@ def test_text_binding_measures_each_text_attention_choice():
     assert set(xl["variants"]) == {"both", "first", "second"} and xl["variants"]["both"]["prompts"] == 5
     s = text_binding.summary([{"bound": 2.0, "unbound": 1.0}, {"bound": 1.0, "unbound": 2.0}], resamples=50)
     assert s["bound"][0] == s["unbound"][0] == 1.5 and s["ratio"][0] == 1.0 and s["bound_wins"][0] == 0.5
+
+
+def test_baselines_shapesbench_script_chooses_on_dev_and_runs_the_choice_on_test(tmp_path):
+    """benchmarks/baselines_shapesbench.sh end to end at a trial size (6 prompts, one seed, one step):
+    each baseline's configuration is chosen on dev by select_preset's rule, and exactly those (not
+    vanilla picks) run on test beside vanilla and tsam:mini; the table covers them all."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LIMIT": "6", "DEV_SEEDS": "0", "TEST_SEEDS": "0", "STEPS": "1",
+           "TABLE_JSON": str(tmp_path / "table.json"), "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # this env's tsam
+    subprocess.run(["bash", "benchmarks/baselines_shapesbench.sh", str(tmp_path)], cwd=root, env=env, check=True,
+                   capture_output=True, text=True)
+    chosen = json.loads((tmp_path / "baselines-dev" / "selection.json").read_text())["chosen"]
+    assert set(chosen) == {"attend-excite", "syngen", "conform"}
+    assert all(v == "vanilla" or v.split("[")[0] == k for k, v in chosen.items())
+    table = json.loads((tmp_path / "table.json").read_text())
+    expected = {"vanilla", "tsam:mini"} | {v for v in chosen.values() if v != "vanilla"}
+    assert set(table["_run"]["methods"]) == expected and table["_run"]["prompts"] == 6
+    assert set(table["whole"]) == expected | {"n"}
