@@ -24,6 +24,9 @@ GUIDED = "tests/test_guided_numbers.py"
 
 # (id, file from the repository root, old text, new text, tests that must fail)
 MUTATIONS: list[tuple[str, str, str, str, str]] = [
+    # CPU: subnormals flushed before torch's worker threads start (issue 11's A&E slowdown)
+    ("threads-no-flush", "src/tsam_diffusion/threads.py", "        if self.enabled:\n            flush_denormals()\n", "",
+     "tests/test_threads.py::test_threads_flush_subnormals_in_every_worker_thread"),
     # SD3 and Flux: joint attention (issue 15)
     ("joint-raw-probabilities", "src/tsam_diffusion/adapters/joint.py", "    return scores.softmax(-1)",
      "    return scores.exp() / (scores.exp().sum(-1, keepdim=True) + 1.0)",
