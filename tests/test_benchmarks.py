@@ -100,23 +100,41 @@ def test_text_binding_measures_each_text_attention_choice():
 
 
 def test_baselines_shapesbench_script_chooses_on_dev_and_runs_the_choice_on_test(tmp_path):
-    """benchmarks/baselines_shapesbench.sh end to end at a trial size (6 prompts, one seed, one step):
-    each baseline's configuration is chosen on dev by select_preset's rule, and exactly those (not
-    vanilla picks) run on test beside vanilla and tsam:mini; the table covers them all."""
+    """benchmarks/baselines_shapesbench.sh end to end at a trial size (6 prompts, one seed, one step,
+    dev in two shards): each baseline's configuration is chosen on dev by select_preset's rule and runs
+    on test (its paper settings where the rule keeps vanilla) beside vanilla and tsam:mini; the archive
+    alone carries the work to a machine without the run directory, where nothing is generated again; a
+    run with another plan is refused."""
     import json
     import os
+    import shutil
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "LIMIT": "6", "DEV_SEEDS": "0", "TEST_SEEDS": "0", "STEPS": "1",
-           "TABLE_JSON": str(tmp_path / "table.json"), "HF_HUB_OFFLINE": "1",
+    archive, runs = tmp_path / "archive", tmp_path / "runs"
+    env = {**os.environ, "LIMIT": "6", "DEV_SEEDS": "0", "TEST_SEEDS": "0", "STEPS": "1", "DEV_SHARDS": "2",
+           "TEST_SHARDS": "1", "ARCHIVE": str(archive), "TABLE_JSON": str(tmp_path / "table.json"),
+           "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # this env's tsam
-    subprocess.run(["bash", "benchmarks/baselines_shapesbench.sh", str(tmp_path)], cwd=root, env=env, check=True,
-                   capture_output=True, text=True)
-    chosen = json.loads((tmp_path / "baselines-dev" / "selection.json").read_text())["chosen"]
+    script = ["bash", "benchmarks/baselines_shapesbench.sh", str(runs)]
+    first = subprocess.run(script, cwd=root, env=env, check=True, capture_output=True, text=True)
+    assert sorted(p.name for p in archive.iterdir()) == [
+        "dev-shard-0-of-2.jsonl.gz", "dev-shard-1-of-2.jsonl.gz", "dev.plan", "selection.json",
+        "test-seeds0-shard-0-of-1.jsonl.gz", "test-seeds0.plan"]
+    chosen = json.loads((archive / "selection.json").read_text())["chosen"]
     assert set(chosen) == {"attend-excite", "syngen", "conform"}
     assert all(v == "vanilla" or v.split("[")[0] == k for k, v in chosen.items())
     table = json.loads((tmp_path / "table.json").read_text())
-    expected = {"vanilla", "tsam:mini"} | {v for v in chosen.values() if v != "vanilla"}
+    expected = {"vanilla", "tsam:mini"} | {k if v == "vanilla" else v for k, v in chosen.items()}
     assert set(table["_run"]["methods"]) == expected and table["_run"]["prompts"] == 6
     assert set(table["whole"]) == expected | {"n"}
+    assert first.stderr.count("images planned") == 3 and "== dev: shard 1 of 2" in first.stdout
+    # another machine: only the archive is there; nothing is generated, the table is the same
+    shutil.rmtree(runs)
+    (tmp_path / "table.json").unlink()
+    again = subprocess.run(script, cwd=root, env=env, check=True, capture_output=True, text=True)
+    assert "images planned" not in again.stderr and "== " not in again.stdout
+    assert json.loads((tmp_path / "table.json").read_text()) == table
+    # another plan never mixes into the archive
+    other = subprocess.run(script, cwd=root, env={**env, "LIMIT": "5"}, capture_output=True, text=True)
+    assert other.returncode == 1 and "holds dev shards of another plan" in other.stderr

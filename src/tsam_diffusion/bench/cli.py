@@ -1,4 +1,4 @@
-"""``tsam bench``: suites, run, score, report."""
+"""``tsam bench``: suites, run, score, report, export, import."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +79,28 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
                     help="a mean over fewer prompts is shown without an interval, and never as a difference that "
                          "excludes 0: an interval that resamples a handful of prompts means little (default: %(default)s)")
     rp.set_defaults(func=report_command)
+
+    ex = bsub.add_parser(
+        "export", help="write a run's rows and scores (no images) to one small file",
+        description="Write RUN_DIR's finished images' database rows and their scores, without the PNGs, to one "
+                    "gzip-compressed JSON-lines file (about 150 bytes an image): to archive results, commit them, "
+                    "or collect them from machines that share no disk. `tsam bench import` merges such files.",
+        formatter_class=formatter_class)
+    ex.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by `tsam bench run`")
+    ex.add_argument("--out", type=Path, required=True, metavar="FILE", help="the export file, e.g. results.jsonl.gz")
+    ex.set_defaults(func=export_command)
+
+    im = bsub.add_parser(
+        "import", help="merge exported runs into one run directory",
+        description="Merge files written by `tsam bench export` into RUN_DIR (made if missing) for `tsam bench "
+                    "report` and the benchmark scripts. Every file must have the same settings and the same "
+                    "configuration under each method name; jobs already in RUN_DIR keep their rows. The PNGs are "
+                    "not in an export: report thumbnails are left out, and `tsam bench run` on RUN_DIR would "
+                    "generate those images again.",
+        formatter_class=formatter_class)
+    im.add_argument("files", type=Path, nargs="+", metavar="FILE", help="files written by `tsam bench export`")
+    im.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to merge into")
+    im.set_defaults(func=import_command)
 
 
 def suites_command(args: argparse.Namespace) -> int:
@@ -164,6 +186,23 @@ def report_command(args: argparse.Namespace) -> int:
     md, html = make_report(args.run_dir, out_html=args.out, min_prompts=args.min_prompts)
     print(md)
     print(html)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .archive import export_run
+
+    n = export_run(args.run_dir, args.out)
+    print(f"{n} images' rows and scores -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .archive import import_runs
+
+    counts = import_runs(args.files, args.out)
+    print(f"{counts['imported']} images' rows and scores imported, {counts['already there']} were already there "
+          f"-> {args.out}", file=sys.stderr)
     return 0
 
 

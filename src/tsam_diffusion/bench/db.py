@@ -178,6 +178,11 @@ class RunDB:
             raise BenchError(f"{self.path}: {len(jobs) - stored} of {len(jobs)} {metric} scores were not stored "
                              "(is the database damaged?); nothing is reported as scored that is not stored")
 
+    def scored(self) -> list[tuple[str, str]]:
+        """Every ``(job_id, metric)`` a metric has seen, with or without values."""
+        with self._connect() as con:
+            return [tuple(r) for r in con.execute("SELECT job_id, metric FROM scored ORDER BY rowid")]
+
     def scored_jobs(self, metric: str) -> set[str]:
         with self._connect() as con:
             return {r[0] for r in con.execute("SELECT job_id FROM scored WHERE metric = ?", (metric,))}
