@@ -2,7 +2,7 @@
 
 An export is one gzip-compressed JSON-lines file: a header (format, the run's settings and method
 configurations), then one line per finished image with its database row and its scores. It is small
-(about 100-200 bytes an image), so results can be archived, committed or collected from machines that
+(about 60-150 bytes an image), so results can be archived, committed or collected from machines that
 share no disk; importing several exports into one run directory merges them for ``tsam bench report``
 and the benchmark scripts. The PNGs are not included: an imported job is not done for ``tsam bench run``
 (its image file is missing), so continuing an imported run generates it again.

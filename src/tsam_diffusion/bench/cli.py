@@ -83,7 +83,7 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     ex = bsub.add_parser(
         "export", help="write a run's rows and scores (no images) to one small file",
         description="Write RUN_DIR's finished images' database rows and their scores, without the PNGs, to one "
-                    "gzip-compressed JSON-lines file (about 150 bytes an image): to archive results, commit them, "
+                    "gzip-compressed JSON-lines file (about 60-150 bytes an image): to archive results, commit them, "
                     "or collect them from machines that share no disk. `tsam bench import` merges such files.",
         formatter_class=formatter_class)
     ex.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by `tsam bench run`")
