@@ -111,7 +111,7 @@ def flush_denormals() -> bool:
     A saturated guidance loss sends gradients of 1e-30 and less back through the denoiser
     (Attend-and-Excite's ``softmax(100 A)`` on tsam-mini: subject maxima of 1e-30), and on x86 each
     arithmetic operation on a subnormal number takes about a hundred times as long: one A&E batch
-    of "a blue cross" took 53x as long as vanilla sampling instead of about 3x (docs/performance.md).
+    of "a blue cross" took 63.6x as long as vanilla sampling instead of 3.6x (docs/performance.md).
     Flushing changes only numbers that small. Threads copy the floating-point mode of the thread
     that starts them, so call this before torch's first parallel operation (the ``tsam`` commands
     do, through ``Threads``); called later, torch's worker threads already running keep subnormals.
