@@ -17,7 +17,7 @@
 #    (benchmarks/shapes_table.py); more seeds later: TEST_SEEDS=8-15 bash benchmarks/baselines_shapesbench.sh
 #
 # Environment: ARCHIVE (default docs/benchmarks/shapes-baselines), DEV_LIMIT (48), DEV_SEEDS (0-7),
-# DEV_SHARDS (8), TEST_SEEDS (0-7), TEST_SHARDS (16), BATCH (8), TABLE_JSON
+# DEV_SHARDS (8), TEST_SEEDS (0-7), TEST_SHARDS (16), BATCH (8), THREADS (torch CPU threads, default auto), TABLE_JSON
 # (default docs/benchmarks/shapes-test-baselines.json); for a quick trial LIMIT (prompts of each suite)
 # and STEPS, e.g. LIMIT=6 DEV_SEEDS=0 TEST_SEEDS=0 STEPS=1 DEV_SHARDS=2 TEST_SHARDS=2 ARCHIVE=/tmp/a.
 set -euo pipefail
@@ -51,7 +51,7 @@ shards() {
     [[ -f "$file" ]] && continue
     echo "== $name: shard $k of $n"
     RANK=$k WORLD_SIZE=$n tsam bench run --suite "$suite" --seeds "$seeds" --batch-size "$batch" --out "$dir" \
-      --methods "$methods" "${lim[@]}" "${extra[@]}"
+      --methods "$methods" --threads "${THREADS:-auto}" "${lim[@]}" "${extra[@]}"
     tsam bench score "$dir" --metrics shapes
     tsam bench export "$dir" --out "$file"
   done

@@ -46,6 +46,21 @@ def test_own_threads_are_not_load(monkeypatch):
     assert threads.other_runnable() == 0  # every runnable thread on the machine is ours
 
 
+def test_passing_load_is_not_load(monkeypatch):
+    """A thread that shows in one reading of the load and not the next (one of torch's workers going
+    to sleep between two files, a command of a few milliseconds) does not take a core away; load that
+    lasts does."""
+    readings = iter([2, 1, 0, 1, 1])
+    monkeypatch.setattr(threads, "_other_runnable_once", lambda: next(readings))
+    assert threads.other_runnable(gap_s=0) == 0
+    monkeypatch.setattr(threads, "_other_runnable_once", lambda: 1)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    assert threads.other_runnable(gap_s=0) == 1 and threads.auto_threads() == 1
+    calls = []
+    monkeypatch.setattr(threads, "_other_runnable_once", lambda: calls.append(1) or 0)
+    assert threads.other_runnable(gap_s=0) == 0 and len(calls) == 1  # an idle machine: one reading
+
+
 def _fake_loadavg(running: int, real_open):
     import io
 

@@ -17,6 +17,8 @@ import os
 import time
 
 RECHECK_S = 10.0
+SAMPLES = 5  # readings of the load, SAMPLE_GAP_S apart: other load must show in each
+SAMPLE_GAP_S = 0.01
 
 
 def cores() -> int:
@@ -39,13 +41,29 @@ def _own_runnable() -> int:
     return max(1, count)
 
 
-def other_runnable() -> float:
-    """Runnable threads of other processes right now (Linux: ``/proc/loadavg`` less this process's own
-    runnable threads; elsewhere the 1-minute load average)."""
+def _other_runnable_once() -> int:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        running = int(f.read().split()[3].split("/")[0])
+    return max(0, running - _own_runnable())
+
+
+def other_runnable(readings: int = SAMPLES, gap_s: float = SAMPLE_GAP_S) -> float:
+    """Runnable threads of other processes now (Linux: ``/proc/loadavg`` less this process's own
+    runnable threads, the least of ``readings`` readings ``gap_s`` apart; elsewhere the 1-minute load
+    average).
+
+    One reading is not enough: one of torch's workers that stops spinning between the two files is
+    counted as another process's thread, and so is a command that runs for a few milliseconds. On 2
+    otherwise idle cores, a ShapesBench run with ``--threads auto`` ran stretches at 1 thread; load
+    that lasts shows in every reading."""
     try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        return max(0, running - _own_runnable())
+        least = _other_runnable_once()
+        for _ in range(readings - 1):
+            if least == 0:
+                break
+            time.sleep(gap_s)
+            least = min(least, _other_runnable_once())
+        return least
     except (OSError, ValueError, IndexError):
         try:
             return os.getloadavg()[0]
