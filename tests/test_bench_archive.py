@@ -99,6 +99,36 @@ def test_import_refuses_disagreeing_files_before_writing(shards, tsam_pipe, tmp_
     assert len(RunDB(tmp_path / "merged").images()) == 4
 
 
+def _with_device(src, dst, device):
+    """A copy of an export whose images say they were made on ``device`` (None: not recorded, as before tsam did)."""
+    lines = [json.loads(x) for x in gzip.open(src, "rt").read().splitlines()]
+    for line in lines[1:]:
+        line["row"]["versions"].pop("device")
+        if device is not None:
+            line["row"]["versions"]["device"] = device
+    with gzip.open(dst, "wt") as f:
+        f.write("".join(json.dumps(x) + "\n" for x in lines))
+    return dst
+
+
+def test_import_refuses_mixing_devices(shards, tmp_path):
+    """CPU and GPU images of one seed differ: a merged run would pair them, so import refuses, before writing;
+    exports from before tsam recorded the device merge with either."""
+    a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    export_run(shards[0], a)
+    export_run(shards[1], b)
+    gpu = _with_device(b, tmp_path / "gpu.jsonl.gz", "cuda: NVIDIA H200")
+    old = _with_device(b, tmp_path / "old.jsonl.gz", None)
+    with pytest.raises(BenchError, match=r"importing these files together would mix .*\(cpu, cuda: NVIDIA H200\)"):
+        import_runs([a, gpu], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    assert import_runs([a], tmp_path / "merged")["imported"] == 4
+    with pytest.raises(BenchError, match=r"importing into .*merged would mix"):  # against what the run holds
+        import_runs([gpu], tmp_path / "merged")
+    assert import_runs([old], tmp_path / "merged")["imported"] == 4
+    assert import_runs([gpu], tmp_path / "gpu-only")["imported"] == 4
+
+
 def test_bad_files_get_one_clear_error(tmp_path, capsys):
     junk = tmp_path / "junk.jsonl.gz"
     junk.write_bytes(b"not gzip at all")

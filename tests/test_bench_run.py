@@ -76,7 +76,7 @@ def test_run_resume_and_pairing(tsam_pipe, prompts, tmp_path):
     tsam_rows = [r for r in rows if r["method"] == "tsam"]
     assert all(r["updates"] >= 1 and r["loss_first"] is not None for r in tsam_rows)
     assert {(r["prompt_id"], r["seed"]) for r in tsam_rows} == {(r["prompt_id"], r["seed"]) for r in rows if r["method"] == "vanilla"}
-    assert rows[0]["versions"]["tsam-diffusion"] and rows[0]["model"] == "tiny-sd"
+    assert rows[0]["versions"]["tsam-diffusion"] and rows[0]["versions"]["device"] == "cpu" and rows[0]["model"] == "tiny-sd"
     # a bare `tsam` is the model's own preset; each row records the sampling values used
     assert tsam_rows[0]["config"]["tsam"]["name"] == "sd-tifa" and RunDB(out).methods()["tsam"]["tsam"]["name"] == "sd-tifa"
     assert {(r["config"]["num_inference_steps"], r["config"]["guidance_scale"]) for r in rows} == {(2, 7.5)}
@@ -88,6 +88,40 @@ def test_run_resume_and_pairing(tsam_pipe, prompts, tmp_path):
     counts = run_benchmark(prompts, methods, [0, 1], out, batch_size=2, pipeline=tsam_pipe, **GEN)
     assert counts["made"] == 1 and counts["done_before"] == 7
     assert len(RunDB(out).images()) == 8
+
+
+def _set_device(run, device):
+    """Pretend the run's images were made on ``device`` (None: before tsam recorded it)."""
+    with sqlite3.connect(run / "run.sqlite") as con:
+        expr = "json_remove(versions, '$.device')" if device is None else f"json_set(versions, '$.device', '{device}')"
+        con.execute(f"UPDATE images SET versions = {expr}")
+
+
+def test_a_run_stays_on_one_device(tsam_pipe, prompts, tmp_path, monkeypatch, capsys):
+    """Continuing a run on another device is refused (its images would not be paired with the first ones);
+    rows from before the device was recorded agree with any device."""
+    import torch
+
+    from tsam_diffusion.bench.run import device_label
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H200")
+    assert device_label("cuda:1") == "cuda: NVIDIA H200" and device_label(torch.device("cpu")) == "cpu"
+    out = tmp_path / "run"
+    methods = parse_methods("vanilla")
+    run_benchmark(prompts[:1], methods, [0], out, pipeline=tsam_pipe, **GEN)
+    _set_device(out, "cuda: NVIDIA H200")
+    with pytest.raises(BenchError, match=r"different devices \(cpu, cuda: NVIDIA H200\).*run directory of their own"):
+        run_benchmark(prompts[:1], methods, [0, 1], out, pipeline=tsam_pipe, **GEN)
+    assert len(RunDB(out).images()) == 1  # nothing made
+    _set_device(out, None)
+    assert run_benchmark(prompts[:1], methods, [0, 1], out, pipeline=tsam_pipe, **GEN)["made"] == 1
+    _set_device(out, "mps")  # the command line says it in one line
+    f = tmp_path / "p.txt"
+    f.write_text(prompts[0].text + "\n")
+    assert main(["bench", "run", "--model", "tiny-sd", "--prompts", str(f), "--seeds", "0-2", "--steps", "2",
+                 "--methods", "vanilla", "--device", "cpu", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "different devices (cpu, mps)" in err and "Traceback" not in err
 
 
 def test_methods_are_paired_by_their_starting_noise(tsam_pipe, prompts, tmp_path):

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from .db import BenchError, RunDB
+from .db import BenchError, RunDB, check_one_device, devices
 
 FORMAT = "tsam-bench-export"
 VERSION = 1
@@ -55,16 +55,20 @@ def import_runs(files: list[str | Path], run_dir: str | Path) -> dict[str, int]:
     """
     parsed = [(Path(f), *_read(Path(f))) for f in files]  # every file read and checked before anything is written
     _check_agree(parsed)
+    made_on = devices([line["row"] for _, _, lines in parsed for line in lines])
+    check_one_device(made_on, "importing these files together")
     try:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BenchError(f"cannot make the run directory {run_dir}: {e}") from e
     db = RunDB(run_dir)
+    there = db.images()
+    check_one_device(devices(there) | made_on, f"importing into {run_dir}")
     for _, header, _ in parsed:
         db.claim_settings(header["settings"])
         for name, config in header["methods"].items():
             db.claim_method(name, config)
-    have = {r["job_id"] for r in db.images()}
+    have = {r["job_id"] for r in there}
     new = {}
     for _, _, lines in parsed:
         for line in lines:

@@ -9,7 +9,8 @@ Tables (``RUN_DIR/run.sqlite``):
 - ``images(job_id, suite, prompt_id, prompt, prompt_meta, seed, method, config, image, model,
   versions, seconds, created, loss_first, loss_last, updates, skipped, diagnostics)``: one row per
   finished image, with its method's full configuration. ``image`` is the PNG's path relative to the run directory. A job is done when its row exists
-  and its file is there.
+  and its file is there. ``versions`` holds the software versions and the device the image was made
+  on (``versions["device"]``, see ``check_one_device``).
 - ``scores(job_id, metric, key, value)``: metric values, e.g. ``(job, "clip", "full", 0.31)``;
   ``scored(job_id, metric)``: the images a metric has seen (some get no value, e.g. TIFA without
   questions for the prompt), so that scoring resumes where it stopped.
@@ -56,6 +57,21 @@ class BenchError(RuntimeError):
 
 class ConfigConflict(ValueError):
     """The run directory holds a run made with other settings or another method configuration."""
+
+
+def devices(rows: list[dict[str, Any]]) -> set[str]:
+    """The devices the rows' images were made on (``versions["device"]``; rows made before tsam recorded
+    it have none and are left out: they agree with any device)."""
+    return {d for r in rows if (d := (r.get("versions") or {}).get("device"))}
+
+
+def check_one_device(found: set[str], where: str) -> None:
+    """Refuse to put images from different devices in one run: the same seed gives other images on a
+    CPU and a GPU (or on two kinds of GPU), so methods' images of one (prompt, seed) would not be paired."""
+    if len(found) > 1:
+        raise BenchError(f"{where} would mix images made on different devices ({', '.join(sorted(found))}): "
+                         "the same seed makes other images on each, so the methods' images would not be "
+                         "paired; keep each device's images in a run directory of their own")
 
 
 class RunDB:

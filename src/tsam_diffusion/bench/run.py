@@ -26,7 +26,7 @@ from ..methods import METHODS, GuidanceConfig, TSAMConfig, method_names
 from ..files import save_png
 from ..options import check_seed
 from ..threads import Threads
-from .db import BenchError, RunDB
+from .db import BenchError, RunDB, check_one_device, devices
 from .subjects import token_groups
 from .suites import Prompt
 
@@ -240,7 +240,16 @@ def distributed_context() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
-def versions() -> dict[str, str]:
+def device_label(device: Any) -> str:
+    """``"cpu"``, ``"mps"`` or ``"cuda: NVIDIA H200"``: the kind of GPU too, as another kind may round differently."""
+    import torch
+
+    device = torch.device(device)
+    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+
+
+def versions(device: Any = "cpu") -> dict[str, str]:
+    """The software versions and the device images are made on (each image row records them)."""
     import diffusers
     import torch
     import transformers
@@ -248,7 +257,7 @@ def versions() -> dict[str, str]:
     from .. import __version__
 
     return {"tsam-diffusion": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}
+            "transformers": transformers.__version__, "device": device_label(device)}
 
 
 def run_benchmark(
@@ -323,7 +332,8 @@ def run_benchmark(
     pipeline.set_progress_bar_config(disable=True)
     steps, scale = pipeline.adapter.sampling_settings(num_inference_steps, guidance_scale)
     sampling = {"num_inference_steps": steps, "guidance_scale": scale}
-    versions_ = versions()
+    versions_ = versions(pipeline.device)
+    check_one_device(devices(db.images()) | {versions_["device"]}, f"continuing {out} on {versions_['device']}")
     bar = tqdm(total=todo, unit="img", desc=f"rank {rank}/{world_size}" if world_size > 1 else "images", disable=not progress)
     try:
         for chunk in mine:
