@@ -67,5 +67,12 @@ echo "on shapes-test (chosen on shapes-dev; a bare name = the rule kept vanilla,
 
 seeds=${TEST_SEEDS:-0-7}
 shards "test-seeds$seeds" shapes-test "$seeds" "${TEST_SHARDS:-16}" "${LIMIT:-}" "vanilla,tsam:mini,$chosen"
-tsam bench import "$archive"/test-seeds*-shard-*.jsonl.gz --out "$runs/test-all"
+# every block of test seeds whose shards are all archived (a half-done block would weigh some prompts more)
+complete=()
+for plan in "$archive"/test-seeds*.plan; do
+  block=$(basename "$plan" .plan) n=$(sed -n 's/.* shards=\([0-9]*\) .*/\1/p' "$plan")
+  files=("$archive/$block"-shard-*-of-"$n".jsonl.gz)
+  if [[ ${#files[@]} -eq $n && -f "${files[0]}" ]]; then complete+=("${files[@]}"); else echo "$block: not complete, left out of the table"; fi
+done
+tsam bench import "${complete[@]}" --out "$runs/test-all"
 python benchmarks/shapes_table.py "$runs/test-all" --json "${TABLE_JSON:-docs/benchmarks/shapes-test-baselines.json}"
