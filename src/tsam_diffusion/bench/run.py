@@ -248,7 +248,7 @@ def device_label(device: Any) -> str:
     return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
 
 
-def versions(device: Any = "cpu") -> dict[str, str]:
+def versions(device: Any) -> dict[str, str]:
     """The software versions and the device images are made on (each image row records them)."""
     import diffusers
     import torch
